@@ -1,0 +1,3 @@
+"""Open-source industrial inspection station."""
+
+__version__ = "0.1.0"

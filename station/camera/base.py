@@ -1,0 +1,72 @@
+"""The camera contract: every source yields `Frame` records through the same small protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from station.errors import CameraError
+
+__all__ = ["Camera", "CameraError", "CameraInfo", "Frame"]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One image from a camera, converted to the engine's input.
+
+    `image` is HxW (mono) or HxWx3 (RGB order), uint8 or uint16, owned by the frame (copied out of
+    any driver buffer). `frame_id` counts frames delivered since open; `device_frame_id` is the
+    device's own counter where it has one (gaps there mean lost frames). `label` is the ground truth
+    ("good" or a defect type) when a replay source knows it.
+    """
+
+    image: np.ndarray
+    timestamp: float
+    frame_id: int
+    source: str
+    device_frame_id: int | None = None
+    label: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class CameraInfo:
+    """What the status bar and `station cameras` show about an open camera."""
+
+    kind: str
+    vendor: str = ""
+    model: str = ""
+    serial: str = ""
+    user_name: str = ""
+    fps: float | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Camera(Protocol):
+    """A source of frames. Raises `CameraError` on open failure or loss; never swallows it."""
+
+    def open(self) -> None:
+        """Open the device or source; idempotent. Raises CameraError with the reason."""
+
+    def close(self) -> None:
+        """Release the device; safe to call twice and after a loss."""
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames until closed or exhausted; raises CameraError on loss or timeout."""
+
+    def info(self) -> CameraInfo:
+        """Describe the opened camera."""
+
+    def __enter__(self) -> Camera: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

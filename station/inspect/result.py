@@ -1,0 +1,123 @@
+"""Typed records that travel from the inspector to displays, the recorder and the drift monitor."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+
+class Verdict(str, Enum):
+    OK = "OK"
+    NOK = "NOK"
+
+
+class StationState(str, Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    CAMERA_LOST = "camera_lost"  # reconnecting with backoff
+    MODEL_MISSING = "model_missing"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class DriftLevel(str, Enum):
+    NONE = "none"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """Milliseconds spent in each stage of one inspection."""
+
+    preprocess: float = 0.0
+    backbone: float = 0.0
+    knn: float = 0.0
+    postprocess: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.preprocess + self.backbone + self.knn + self.postprocess
+
+
+@dataclass(frozen=True)
+class InspectionResult:
+    """One inspected frame. `anomaly_map` (float32, image-sized) is kept for NOK parts only."""
+
+    frame_id: int
+    timestamp: float  # when the camera delivered the frame (epoch seconds)
+    source: str
+    score: float
+    threshold: float
+    verdict: Verdict
+    latency_ms: float  # frame arrival to verdict, queue wait included
+    model_version: str
+    image: np.ndarray
+    anomaly_map: np.ndarray | None = None
+    stages_ms: StageTimes = field(default_factory=StageTimes)
+    label: str | None = None  # ground truth when the source knows it (replay of MVTec layout)
+    device_frame_id: int | None = None
+    finished_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class StationEvent:
+    """Something worth a row in the events table: state changes, drift, model, camera, storage."""
+
+    kind: str  # "state" | "drift" | "model" | "threshold" | "camera" | "storage" | "error"
+    message: str
+    time: float = field(default_factory=time.time)
+    state: StationState | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DriftStatus:
+    """The drift monitor's current view: level and the statistics behind it."""
+
+    level: DriftLevel
+    ks_statistic: float
+    ks_pvalue: float
+    mean_shift_sd: float
+    window: int
+    recent: tuple[float, ...] = ()
+    baseline: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Shift counters as the operator screen shows them."""
+
+    inspected: int = 0
+    nok: int = 0
+    dropped: int = 0  # frames the queue dropped because the model was slower than the camera
+    unrecorded: int = 0  # results the recorder could not write (disk full, ...), never silent
+    throughput_per_min: float = 0.0
+    latency_p50_ms: float = 0.0
+    latency_p95_ms: float = 0.0
+
+    @property
+    def nok_rate(self) -> float:
+        return self.nok / self.inspected if self.inspected else 0.0
+
+
+@dataclass(frozen=True)
+class LineStatus:
+    """A frozen snapshot of the running line, cheap to take from any thread (e.g. a GUI timer)."""
+
+    state: StationState
+    reason: str = ""
+    counters: Counters = field(default_factory=Counters)
+    drift: DriftStatus | None = None
+    camera: str = ""  # "model serial @ fps" as the status bar shows it
+    model_version: str = ""
+    threshold: float | None = None
+    runtime: str = ""
+    disk_free_mb: float | None = None
+    alarms: tuple[str, ...] = ()  # e.g. "disk full: 12 results not recorded"
