@@ -1,1 +1,35 @@
-"""records."""
+"""Records: the SQLite database, the image archive, retention and the recorder thread.
+
+One data directory holds `station.db` (this package), `archive/` (this package) and `models/`.
+"""
+
+from station.records.db import (
+    ARCHIVE_DIR,
+    DB_NAME,
+    Database,
+    EventRow,
+    InspectionRow,
+    ShiftCounts,
+    db_path,
+    shift_key,
+)
+from station.records.migrations import LATEST_VERSION
+from station.records.recorder import Committed, Recorder, RecorderStats
+from station.records.retention import RetentionReport, apply_retention
+
+__all__ = [
+    "ARCHIVE_DIR",
+    "DB_NAME",
+    "LATEST_VERSION",
+    "Committed",
+    "Database",
+    "EventRow",
+    "InspectionRow",
+    "Recorder",
+    "RecorderStats",
+    "RetentionReport",
+    "ShiftCounts",
+    "apply_retention",
+    "db_path",
+    "shift_key",
+]

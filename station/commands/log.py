@@ -1,0 +1,179 @@
+"""`station log`: show recorded inspections (or events) as a table, or export them as CSV."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from datetime import datetime, timedelta
+from typing import IO, Any
+
+from station.errors import StationError
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+CSV_COLUMNS = (
+    "id",
+    "time",
+    "frame_id",
+    "source",
+    "score",
+    "threshold",
+    "verdict",
+    "latency_ms",
+    "model_version",
+    "label",
+    "image_path",
+    "map_path",
+    "override_verdict",
+    "override_operator",
+    "override_time",
+)
+
+
+def parse_time(text: str, now: datetime | None = None) -> datetime:
+    """'2026-11-21T06:00' (local time), '2026-11-21', or an age back from now: '8h', '30m', '2d'."""
+    m = _RELATIVE.match(text)
+    if m:
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2).lower()]
+        return (now or datetime.now()) - timedelta(seconds=seconds)
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise StationError(
+            f"'{text}' is not a time: use 2026-11-21T06:00, 2026-11-21, or an age like 8h, 30m, 2d"
+        ) from None
+
+
+def _iso(t: float | None) -> str:
+    return datetime.fromtimestamp(t).isoformat(timespec="milliseconds") if t is not None else ""
+
+
+def _verdict(text: str) -> str:
+    v = text.strip().upper()
+    if v not in ("OK", "NOK"):
+        raise argparse.ArgumentTypeError(f"'{text}' is not OK or NOK")
+    return v
+
+
+def register(subparsers: Any) -> None:
+    """Add the `log` command."""
+    p = subparsers.add_parser(
+        "log",
+        help="show or export recorded inspections",
+        description="Recorded inspections, newest first, as a table or a CSV file.",
+    )
+    p.add_argument("--config", metavar="FILE", help="station config (for the data directory)")
+    p.add_argument("--data-dir", metavar="DIR", help="data directory (overrides the config)")
+    p.add_argument("--since", metavar="TIME", help="from 2026-11-21T06:00, or an age: 8h, 30m")
+    p.add_argument("--until", metavar="TIME", help="up to (not including) this time")
+    p.add_argument("--verdict", type=_verdict, metavar="OK|NOK", help="only this verdict")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N rows (the newest)")
+    p.add_argument("--csv", metavar="OUT", help="write CSV to OUT ('-' for standard output)")
+    p.add_argument("--events", action="store_true", help="list events instead of inspections")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Query the records and print or export them."""
+    from station.config import data_dir, load_config
+    from station.records.db import Database, db_path
+
+    folder = data_dir(load_config(args.config), args.data_dir)
+    path = db_path(folder)
+    if not path.is_file():
+        raise StationError(f"no records in {folder} ({path.name} not found)")
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    if args.limit is not None and args.limit < 0:
+        raise StationError("--limit must be 0 or more")
+    with Database(path, create=False) as db:
+        if args.events:
+            events = db.query_events(since, until, limit=args.limit)
+            header = ["id", "time", "kind", "state", "message"]
+            table = [
+                [str(e.id), _iso(e.time), e.kind, e.state.value if e.state else "", e.message]
+                for e in events
+            ]
+            if args.csv:
+                _write_csv(args.csv, header, table)
+            else:
+                _print_table(header, table, sys.stdout)
+                print(f"{len(table)} events in {path}")
+            return 0
+        rows = db.query_inspections(since, until, args.verdict, args.limit)
+    if args.csv:
+        records = [
+            [
+                r.id,
+                _iso(r.time),
+                r.frame_id,
+                r.source,
+                repr(r.score),
+                repr(r.threshold),
+                r.verdict.value,
+                f"{r.latency_ms:.3f}",
+                r.model_version,
+                r.label or "",
+                r.image_path or "",
+                r.map_path or "",
+                r.override_verdict.value if r.override_verdict else "",
+                r.override_operator or "",
+                _iso(r.override_time),
+            ]
+            for r in rows
+        ]
+        n = _write_csv(args.csv, list(CSV_COLUMNS), records)
+        if args.csv != "-":
+            print(f"wrote {n} rows to {args.csv}")
+        return 0
+    header = ["id", "time", "frame", "verdict", "score", "thr", "ms", "model", "label", "image"]
+    table = []
+    for r in rows:
+        verdict = r.verdict.value
+        if r.override_verdict and r.override_verdict != r.verdict:
+            verdict += f" ->{r.override_verdict.value} ({r.override_operator or '?'})"
+        table.append(
+            [
+                str(r.id),
+                _iso(r.time)[:19].replace("T", " "),
+                str(r.frame_id),
+                verdict,
+                f"{r.score:.4g}",
+                f"{r.threshold:.4g}",
+                f"{r.latency_ms:.0f}",
+                r.model_version,
+                r.label or "",
+                r.image_path or "",
+            ]
+        )
+    _print_table(header, table, sys.stdout)
+    nok = sum(1 for r in rows if r.verdict.value == "NOK")
+    print(f"{len(rows)} inspections ({nok} NOK) in {path}")
+    return 0
+
+
+def _write_csv(out: str, header: list[str], rows: list[list[Any]]) -> int:
+    if out == "-":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return len(rows)
+    try:
+        with open(out, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows(rows)
+    except OSError as exc:
+        raise StationError(f"{out}: cannot write CSV: {exc}") from exc
+    return len(rows)
+
+
+def _print_table(header: list[str], rows: list[list[str]], out: IO[str]) -> None:
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    for line in [header, *rows]:
+        out.write("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n")

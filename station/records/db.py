@@ -1,0 +1,434 @@
+"""The records database: one SQLite file in WAL mode, typed rows in and out.
+
+Durability: `journal_mode=WAL` lets readers (GUI, `station log`) work while the recorder writes,
+and `synchronous=FULL` makes every COMMIT fsync the WAL before it returns. With NORMAL, WAL
+commits are only synced at checkpoints: they survive a crash of the process, but a power loss
+can take back transactions the recorder already reported as committed. A line PC that is
+switched off at the end of the shift must not lose the last parts, so FULL it is; the cost is
+one fsync per batch (the recorder batches rows to keep that small).
+
+A `Database` object may be used from several threads (one lock around the connection); each
+thread that needs its own pace (the recorder's writer, a GUI reader) should open its own.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from station.errors import StorageError
+from station.inspect.result import Counters, StationEvent, StationState, Verdict
+from station.records.migrations import LATEST_VERSION, migrate, schema_version
+
+DB_NAME = "station.db"
+ARCHIVE_DIR = "archive"
+BUSY_TIMEOUT_MS = 5000  # a reader's checkpoint or a QA override may hold the lock briefly
+
+TimeArg = datetime | float | int | None
+
+
+def db_path(data_dir: str | Path) -> Path:
+    """Where the database lives inside a data directory."""
+    return Path(data_dir) / DB_NAME
+
+
+def to_epoch(value: TimeArg) -> float | None:
+    """Epoch seconds from a datetime (naive = local time) or a number; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value)
+
+
+def shift_key(timestamp: float, shift_hours: Iterable[int] = (6, 14, 22)) -> str:
+    """The shift a local time belongs to, e.g. '2026-11-21/06'; before the first start it is
+    the previous day's last shift ('2026-11-20/22' at 03:00)."""
+    starts = sorted({int(h) % 24 for h in shift_hours}) or [0]
+    t = datetime.fromtimestamp(timestamp)
+    started = [h for h in starts if h <= t.hour]
+    if started:
+        return f"{t:%Y-%m-%d}/{started[-1]:02d}"
+    prev = datetime.fromordinal(t.toordinal() - 1)
+    return f"{prev:%Y-%m-%d}/{starts[-1]:02d}"
+
+
+def _json_default(value: Any) -> Any:
+    # Event data often carries numpy scalars/arrays (scores, statistics).
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def event_json(data: dict[str, Any]) -> str:
+    """Event data as stored: JSON, numpy values converted, anything else as its str()."""
+    return json.dumps(data, default=_json_default, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class InspectionRow:
+    """One recorded frame. Paths are relative to the data directory; None once retention ran."""
+
+    id: int
+    time: float
+    frame_id: int
+    source: str
+    score: float
+    threshold: float
+    verdict: Verdict
+    latency_ms: float
+    model_version: str
+    label: str | None = None
+    image_path: str | None = None
+    map_path: str | None = None
+    override_verdict: Verdict | None = None
+    override_operator: str | None = None
+    override_time: float | None = None
+
+    @property
+    def when(self) -> datetime:
+        """The frame time as a local, timezone-aware datetime."""
+        return datetime.fromtimestamp(self.time).astimezone()
+
+    @property
+    def final_verdict(self) -> Verdict:
+        """The QA override where there is one, else the station's verdict."""
+        return self.override_verdict or self.verdict
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One recorded event."""
+
+    id: int
+    time: float
+    kind: str
+    message: str
+    state: StationState | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def when(self) -> datetime:
+        """The event time as a local, timezone-aware datetime."""
+        return datetime.fromtimestamp(self.time).astimezone()
+
+
+@dataclass(frozen=True)
+class ShiftCounts:
+    """The counters of one shift as stored."""
+
+    shift: str
+    inspected: int = 0
+    nok: int = 0
+    dropped: int = 0
+    unrecorded: int = 0
+
+    def to_counters(self) -> Counters:
+        """The operator-screen record (throughput/latency are the pipeline's, left at 0)."""
+        return Counters(
+            inspected=self.inspected,
+            nok=self.nok,
+            dropped=self.dropped,
+            unrecorded=self.unrecorded,
+        )
+
+
+INSPECTION_COLUMNS = (
+    "id, time, frame_id, source, score, threshold, verdict, latency_ms, model_version, label, "
+    "image_path, map_path, override_verdict, override_operator, override_time"
+)
+
+INSERT_INSPECTION = (
+    "INSERT INTO inspections (time, frame_id, source, score, threshold, verdict, latency_ms, "
+    "model_version, label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_EVENT = "INSERT INTO events (time, kind, message, state, data) VALUES (?, ?, ?, ?, ?)"
+UPSERT_COUNTS = (
+    "INSERT INTO shift_counters (shift, inspected, nok, dropped, unrecorded) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (shift) DO UPDATE SET "
+    "inspected = inspected + excluded.inspected, nok = nok + excluded.nok, "
+    "dropped = dropped + excluded.dropped, unrecorded = unrecorded + excluded.unrecorded"
+)
+
+
+def _inspection(row: tuple[Any, ...]) -> InspectionRow:
+    return InspectionRow(
+        id=row[0],
+        time=row[1],
+        frame_id=row[2],
+        source=row[3],
+        score=row[4],
+        threshold=row[5],
+        verdict=Verdict(row[6]),
+        latency_ms=row[7],
+        model_version=row[8],
+        label=row[9],
+        image_path=row[10],
+        map_path=row[11],
+        override_verdict=Verdict(row[12]) if row[12] else None,
+        override_operator=row[13],
+        override_time=row[14],
+    )
+
+
+def _event(row: tuple[Any, ...]) -> EventRow:
+    try:
+        data = json.loads(row[5]) if row[5] else {}
+    except ValueError:
+        data = {"raw": row[5]}
+    state: StationState | None = None
+    if row[4]:
+        try:
+            state = StationState(row[4])
+        except ValueError:  # a state name from a newer station: keep the row readable
+            state = None
+    return EventRow(id=row[0], time=row[1], kind=row[2], message=row[3], state=state, data=data)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for 'no space left' from the OS or SQLite's 'database or disk is full'."""
+    if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
+        return True
+    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == 13
+
+
+class Database:
+    """A connection to `station.db` with the station's pragmas, schema and typed queries."""
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        """Open (and with `create`, create and migrate) the database at `path`.
+
+        Raises StorageError when the file is missing (create=False), is not a database, or has a
+        schema newer than this station.
+        """
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        if not create and not self.path.is_file():
+            raise StorageError(f"{self.path}: no records database here")
+        try:
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: every transaction in this module is an explicit BEGIN ... COMMIT.
+            self.conn = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"{self.path}: cannot open the records database: {exc}") from exc
+        try:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = self._retry_locked("PRAGMA journal_mode")
+            if str(mode).lower() != "wal":
+                mode = self._retry_locked("PRAGMA journal_mode = WAL")
+            if str(mode).lower() != "wal":
+                raise StorageError(
+                    f"{self.path}: the filesystem does not support SQLite's WAL journal "
+                    f"(got '{mode}'); put the data directory on a local disk"
+                )
+            self.conn.execute("PRAGMA synchronous = FULL")  # see the module docstring: power loss
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            if create:
+                migrate(self.conn, str(self.path))
+            else:
+                version = schema_version(self.conn)
+                if version != LATEST_VERSION:
+                    migrate(self.conn, str(self.path))
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise StorageError(f"{self.path}: not a usable records database: {exc}") from exc
+        except StorageError:
+            self.conn.close()
+            raise
+
+    def _retry_locked(self, sql: str) -> Any:
+        # Switching a new file to WAL while another connection does the same (the recorder and
+        # a reader opening a fresh data directory together) fails with "database is locked"
+        # without waiting for the busy timeout; it is safe to retry.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                return self.conn.execute(sql).fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    # -- plumbing -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection (a clean close checkpoints the WAL into the main file)."""
+        with self._lock:
+            self.conn.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """BEGIN IMMEDIATE ... COMMIT under the lock; any exception rolls back and propagates."""
+        with self._lock:
+            cur = self.conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            finally:
+                cur.close()
+
+    def fetch(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one read statement and return all rows (StorageError on failure)."""
+        with self._lock:
+            try:
+                return self.conn.execute(sql, tuple(params)).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"{self.path}: query failed: {exc}") from exc
+
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+        with self._lock:
+            return schema_version(self.conn)
+
+    def integrity_check(self) -> str:
+        """SQLite's own consistency check: 'ok', or the problems it found."""
+        rows = self.fetch("PRAGMA integrity_check")
+        return "\n".join(str(r[0]) for r in rows)
+
+    # -- queries ---------------------------------------------------------------------------
+    def query_inspections(
+        self,
+        since: TimeArg = None,
+        until: TimeArg = None,
+        verdict: Verdict | str | None = None,
+        limit: int | None = None,
+    ) -> list[InspectionRow]:
+        """Recorded frames with since <= time < until, newest first; `verdict` filters the
+        station's verdict ('OK' / 'NOK'), not QA overrides."""
+        where: list[str] = []
+        params: list[Any] = []
+        lo, hi = to_epoch(since), to_epoch(until)
+        if lo is not None:
+            where.append("time >= ?")
+            params.append(lo)
+        if hi is not None:
+            where.append("time < ?")
+            params.append(hi)
+        if verdict is not None:
+            where.append("verdict = ?")
+            params.append(Verdict(str(getattr(verdict, "value", verdict)).upper()).value)
+        sql = f"SELECT {INSPECTION_COLUMNS} FROM inspections"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(0, int(limit)))
+        return [_inspection(r) for r in self.fetch(sql, params)]
+
+    def get_inspection(self, row_id: int) -> InspectionRow | None:
+        """One recorded frame by id."""
+        rows = self.fetch(f"SELECT {INSPECTION_COLUMNS} FROM inspections WHERE id = ?", [row_id])
+        return _inspection(rows[0]) if rows else None
+
+    def count_inspections(self) -> int:
+        """How many frames are recorded."""
+        return int(self.fetch("SELECT count(*) FROM inspections")[0][0])
+
+    def query_events(
+        self,
+        since: TimeArg = None,
+        until: TimeArg = None,
+        kind: str | None = None,
+        limit: int | None = None,
+    ) -> list[EventRow]:
+        """Recorded events with since <= time < until, newest first."""
+        where: list[str] = []
+        params: list[Any] = []
+        lo, hi = to_epoch(since), to_epoch(until)
+        if lo is not None:
+            where.append("time >= ?")
+            params.append(lo)
+        if hi is not None:
+            where.append("time < ?")
+            params.append(hi)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        sql = "SELECT id, time, kind, message, state, data FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(0, int(limit)))
+        return [_event(r) for r in self.fetch(sql, params)]
+
+    def shift_counts(self, shift: str) -> ShiftCounts:
+        """The counters of one shift ('2026-11-21/06'); zeros when nothing was counted."""
+        rows = self.fetch(
+            "SELECT shift, inspected, nok, dropped, unrecorded FROM shift_counters WHERE shift = ?",
+            [shift],
+        )
+        return ShiftCounts(*rows[0]) if rows else ShiftCounts(shift)
+
+    def all_shift_counts(self, limit: int | None = None) -> list[ShiftCounts]:
+        """Counters of every shift, newest first."""
+        sql = "SELECT shift, inspected, nok, dropped, unrecorded FROM shift_counters"
+        sql += " ORDER BY shift DESC"
+        params: list[Any] = []
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(0, int(limit)))
+        return [ShiftCounts(*r) for r in self.fetch(sql, params)]
+
+    # -- writes outside the recorder -----------------------------------------------------------
+    def set_override(
+        self, row_id: int, verdict: Verdict | str, operator: str, when: TimeArg = None
+    ) -> None:
+        """Record a QA decision on a frame (the station's own verdict is kept beside it)."""
+        v = Verdict(str(getattr(verdict, "value", verdict)).upper())
+        t = to_epoch(when) or datetime.now().timestamp()
+        try:
+            with self.transaction() as cur:
+                cur.execute(
+                    "UPDATE inspections SET override_verdict = ?, override_operator = ?, "
+                    "override_time = ? WHERE id = ?",
+                    (v.value, operator, t, row_id),
+                )
+                if cur.rowcount != 1:
+                    raise StorageError(f"{self.path}: no inspection with id {row_id}")
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: override not saved: {exc}") from exc
+
+    def add_event(self, event: StationEvent) -> int:
+        """Write one event now (outside the recorder, e.g. from a command); returns its id."""
+        try:
+            with self.transaction() as cur:
+                cur.execute(INSERT_EVENT, event_row(event))
+                return int(cur.lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: event not saved: {exc}") from exc
+
+
+def event_row(event: StationEvent) -> tuple[Any, ...]:
+    """The INSERT_EVENT parameters for an event."""
+    state = event.state.value if event.state is not None else None
+    return (event.time, event.kind, event.message, state, event_json(event.data))

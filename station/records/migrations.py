@@ -1,0 +1,140 @@
+"""Versioned schema of the records database: an ordered list of migrations, one version each.
+
+The version lives in `PRAGMA user_version` (a field of the database header), so it is written in
+the same transaction as the migration's tables: a migration is applied completely or not at all.
+A database written by a newer station (higher version than this code knows) is refused with a
+clear error instead of being read with a schema this code does not understand.
+
+To change the schema, append a `Migration` with the next version; never edit a released one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from station.errors import StorageError
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: the statements that take the database from `version - 1` to `version`."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "inspections, events, shift counters",
+        (
+            # Times are epoch seconds (REAL): the camera's timestamp, sortable and zone-free.
+            # image_path / map_path are relative to the data directory so it can be moved.
+            """
+            CREATE TABLE inspections (
+                id INTEGER PRIMARY KEY,
+                time REAL NOT NULL,
+                frame_id INTEGER NOT NULL,
+                source TEXT NOT NULL,
+                score REAL NOT NULL,
+                threshold REAL NOT NULL,
+                verdict TEXT NOT NULL CHECK (verdict IN ('OK', 'NOK')),
+                latency_ms REAL NOT NULL,
+                model_version TEXT NOT NULL,
+                label TEXT,
+                image_path TEXT,
+                map_path TEXT,
+                override_verdict TEXT CHECK (override_verdict IN ('OK', 'NOK')),
+                override_operator TEXT,
+                override_time REAL
+            )
+            """,
+            "CREATE INDEX inspections_time ON inspections (time)",
+            "CREATE INDEX inspections_verdict_time ON inspections (verdict, time)",
+            # Retention walks only the rows that still own archive files.
+            "CREATE INDEX inspections_archived ON inspections (time) WHERE image_path IS NOT NULL",
+            """
+            CREATE TABLE events (
+                id INTEGER PRIMARY KEY,
+                time REAL NOT NULL,
+                kind TEXT NOT NULL,
+                message TEXT NOT NULL,
+                state TEXT,
+                data TEXT NOT NULL DEFAULT '{}'
+            )
+            """,
+            "CREATE INDEX events_time ON events (time)",
+            """
+            CREATE TABLE shift_counters (
+                shift TEXT PRIMARY KEY,
+                inspected INTEGER NOT NULL DEFAULT 0,
+                nok INTEGER NOT NULL DEFAULT 0,
+                dropped INTEGER NOT NULL DEFAULT 0,
+                unrecorded INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The schema version stored in the database header (0 for a new, empty file)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _check_sequence(migrations: tuple[Migration, ...]) -> None:
+    for expected, m in enumerate(migrations, start=1):
+        if m.version != expected:
+            raise ValueError(
+                f"migration versions must be 1, 2, 3, ...: got {m.version} at {expected}"
+            )
+
+
+def migrate(
+    conn: sqlite3.Connection,
+    where: str = "database",
+    migrations: tuple[Migration, ...] = MIGRATIONS,
+) -> int:
+    """Bring the schema up to the newest version, one transaction per step; return that version.
+
+    `conn` must be in autocommit mode (isolation_level=None): transactions are explicit here.
+    Raises StorageError for a database newer than `migrations`, or when a step fails (that step
+    is rolled back, earlier steps stay).
+    """
+    _check_sequence(migrations)
+    latest = migrations[-1].version if migrations else 0
+    current = schema_version(conn)
+    if current > latest:
+        raise StorageError(
+            f"{where}: schema version {current} is newer than this station supports ({latest}); "
+            "it was written by a newer station - upgrade this one, or use another data directory"
+        )
+    for m in migrations:
+        if m.version <= current:
+            continue
+        try:
+            # IMMEDIATE takes the write lock first, then the version is read again: two processes
+            # opening a fresh database at once must not both apply the same step.
+            conn.execute("BEGIN IMMEDIATE")
+            now = schema_version(conn)
+            if now >= m.version:
+                conn.execute("COMMIT")
+                current = now
+                continue
+            for sql in m.statements:
+                conn.execute(sql)
+            conn.execute(f"PRAGMA user_version = {int(m.version)}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StorageError(
+                f"{where}: schema migration to version {m.version} ({m.description}) failed: {exc}"
+            ) from exc
+        current = m.version
+    return current
