@@ -713,6 +713,9 @@ class _Buffer:
         except BaseException:
             _free_pinned(host)
             raise
+        # Zeroed once: padding slots of a fixed-batch engine then never hold garbage (NaN/Inf).
+        host.fill(0)
+        cuda.memset_d8(device, 0, host.nbytes)
         return cls(name, is_input, shape, host, device)
 
     def free(self) -> None:
@@ -723,10 +726,6 @@ class _Buffer:
     @property
     def address(self) -> int:
         return int(self.device)
-
-    def rows(self, n: int, capacity: int) -> int:
-        """Leading-dimension rows that hold the results of n of `capacity` items."""
-        return self.shape[0] * n // capacity
 
 
 class _EngineRunner:

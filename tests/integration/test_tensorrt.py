@@ -533,6 +533,10 @@ class FakeGpu:
             gpu.require_context()
             gpu.view(int(dest), size)[:] = gpu.view(int(src), size)
 
+        def memset_d8(dest: Any, value: int, count: int) -> None:
+            gpu.require_context()
+            gpu.view(int(dest), count)[:] = value
+
         def mem_get_info() -> tuple[int, int]:
             return (1 << 30, 8 << 30)
 
@@ -548,6 +552,7 @@ class FakeGpu:
             memcpy_dtoh=memcpy_dtoh,
             memcpy_dtoh_async=memcpy_dtoh,
             memcpy_dtod_async=memcpy_dtod,
+            memset_d8=memset_d8,
             mem_get_info=mem_get_info,
         ).items():
             setattr(cuda, name, obj)
