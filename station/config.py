@@ -38,6 +38,7 @@ class GenICamConfig:
     timeout_s: float = 2.0  # fetch timeout; a timeout is reported as a CameraError
     trigger: str = "off"  # "off" (free running) or "software" (one frame per part)
     features: dict[str, Any] = field(default_factory=dict)  # SFNC feature -> value, applied in order
+    buffers: int = 8  # driver buffers: more ride out consumer hiccups; each holds one payload
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,20 @@
 """Cameras: GenICam through harvesters, folder/video replay, USB webcams."""
 
 from station.camera.base import Camera, CameraError, CameraInfo, Frame
+from station.camera.factory import open_camera
+from station.camera.genicam import AcquisitionStats, GenICamCamera, discover
+from station.camera.replay import ReplayCamera
+from station.camera.uvc import UVCCamera
 
-__all__ = ["Camera", "CameraError", "CameraInfo", "Frame"]
+__all__ = [
+    "AcquisitionStats",
+    "Camera",
+    "CameraError",
+    "CameraInfo",
+    "Frame",
+    "GenICamCamera",
+    "ReplayCamera",
+    "UVCCamera",
+    "discover",
+    "open_camera",
+]
