@@ -1,0 +1,121 @@
+"""Evaluate a model on an MVTec-layout test set: detection, localisation, threshold for a target."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from station.errors import StationError
+from station.imageio import list_images, read_image
+from station.inspect.decision import ThresholdChoice, threshold_for_fnr
+from station.inspect.metrics import aupro, auroc, pixel_auroc
+from station.model.patchcore import PatchCore
+
+
+@dataclass(frozen=True)
+class TestItem:
+    path: Path
+    defect_type: str  # "good" or the defect folder name
+    mask: Path | None
+
+
+def test_items(data: Path) -> list[TestItem]:
+    """test/<type>/* with ground_truth/<type>/<stem>_mask.png (absent for good parts)."""
+    test = Path(data) / "test"
+    if not test.is_dir():
+        raise StationError(f"{data}: no test/ folder (MVTec layout: test/good, test/<defect>)")
+    items: list[TestItem] = []
+    for folder in sorted(p for p in test.iterdir() if p.is_dir()):
+        for img in list_images(folder):
+            mask = None
+            if folder.name != "good":
+                m = Path(data) / "ground_truth" / folder.name / f"{img.stem}_mask.png"
+                mask = m if m.is_file() else None
+            items.append(TestItem(img, folder.name, mask))
+    if not items:
+        raise StationError(f"{test}: no test images")
+    return items
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """`station evaluate` output; the JSON keys are relied on by later tooling."""
+
+    image_auroc: float
+    pixel_auroc: float
+    aupro: float
+    per_type: dict[str, float]
+    threshold: float
+    target_fnr: float
+    fnr: float
+    fpr: float
+    n_good: int
+    n_defect: int
+    confusion: dict[str, int]
+    model: str
+    data: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read_mask(item: TestItem, shape: tuple[int, int]) -> np.ndarray:
+    if item.mask is None:
+        return np.zeros(shape, np.uint8)
+    mask = read_image(item.mask)
+    if mask.ndim == 3:
+        mask = mask.max(axis=2)
+    if mask.shape != shape:
+        raise StationError(f"{item.mask}: mask is {mask.shape[::-1]}, image is {shape[::-1]}")
+    return (mask > 0).astype(np.uint8)
+
+
+def evaluate(
+    model: PatchCore,
+    data: Path,
+    target_fnr: float = 0.005,
+    progress: Callable[[int], None] | None = None,
+) -> EvaluationReport:
+    """Score every test image and compute the metrics and the FNR-target threshold."""
+    items = test_items(data)
+    scores, maps, masks, kinds = [], [], [], []
+    for item in items:
+        image = read_image(item.path)
+        pred = model.predict(image)
+        scores.append(pred.score)
+        maps.append(pred.anomaly_map)
+        masks.append(_read_mask(item, pred.anomaly_map.shape))
+        kinds.append(item.defect_type)
+        if progress:
+            progress(1)
+    s = np.asarray(scores)
+    k = np.asarray(kinds)
+    is_defect = k != "good"
+    per_type = {
+        t: auroc(np.r_[s[k == "good"], s[k == t]], np.r_[np.zeros((k == "good").sum()),
+                                                        np.ones((k == t).sum())])
+        for t in sorted(set(kinds) - {"good"})
+    }
+    if is_defect.any():
+        choice = threshold_for_fnr(s[~is_defect], s[is_defect], target_fnr)
+    else:
+        choice = ThresholdChoice(float("nan"), target_fnr, float("nan"), float("nan"), 0, 0, 0, 0)
+    return EvaluationReport(
+        image_auroc=auroc(s, is_defect),
+        pixel_auroc=pixel_auroc(maps, masks),
+        aupro=aupro(maps, masks),
+        per_type=per_type,
+        threshold=choice.threshold,
+        target_fnr=target_fnr,
+        fnr=choice.fnr,
+        fpr=choice.fpr,
+        n_good=int((~is_defect).sum()),
+        n_defect=int(is_defect.sum()),
+        confusion={"tp": choice.tp, "fn": choice.fn, "fp": choice.fp, "tn": choice.tn},
+        model=str(model.artifact.path),
+        data=str(data),
+    )

@@ -1,0 +1,240 @@
+"""The versioned model artifact: one directory per product version, no pickle, hash-checked.
+
+    <version>/manifest.json          format version, backbone + weights hash, preprocessing,
+                                     layers, bank size, threshold, calibration scores, files
+    <version>/memory_bank.npy        float32 M x C, plain array (np.load with allow_pickle=False)
+    <version>/feature_extractor.onnx the exported extractor (ONNX Runtime / TensorRT input)
+
+A station loads models that travel between machines, so every file's size and SHA-256 are in the
+manifest and the manifest carries a hash of itself: a truncated, tampered or newer-format artifact
+is refused with a message that says which.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from station.errors import ModelError
+from station.model.preprocess import Preprocessing
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+BANK = "memory_bank.npy"
+ONNX = "feature_extractor.onnx"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a model version is and how to run it."""
+
+    product: str
+    version: str
+    backbone: str
+    weights_file: str
+    weights_sha256: str
+    preprocessing: Preprocessing
+    layers: list[str]
+    aggregation: int
+    feature_dim: int
+    bank_size: int
+    coreset_ratio: float
+    reweight_neighbors: int
+    blur_sigma: float
+    threshold: float
+    threshold_source: str  # how it was chosen, e.g. "calibration q0.99" or "evaluate fnr<=0.005"
+    calibration_scores: list[float]  # image scores of held-out good parts (drift baseline)
+    created_at: str
+    created_by: str
+    n_train: int
+    fit_seconds: float
+    format_version: int = FORMAT_VERSION
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["preprocessing"] = self.preprocessing.to_dict()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Manifest:
+        d = dict(d)
+        d.pop("content_sha256", None)
+        d["preprocessing"] = Preprocessing.from_dict(d["preprocessing"])
+        return cls(**d)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest_hash(d: dict[str, Any]) -> str:
+    body = {k: v for k, v in d.items() if k != "content_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def creator() -> str:
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:
+        return "unknown"
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass
+class ModelArtifact:
+    """A loaded, verified model version."""
+
+    path: Path
+    manifest: Manifest
+    bank: np.ndarray
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / ONNX
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+
+def write_artifact(out: Path, manifest: Manifest, bank: np.ndarray, onnx_file: Path) -> Path:
+    """Write atomically: build in a temp dir beside `out`, then rename into place."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and any(out.iterdir()):
+        raise ModelError(f"{out}: already exists and is not empty; choose a new version folder")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        np.save(tmp / BANK, np.ascontiguousarray(bank, dtype=np.float32), allow_pickle=False)
+        shutil.copyfile(onnx_file, tmp / ONNX)
+        files = {
+            name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
+            for name in (BANK, ONNX)
+        }
+        d = manifest.to_json()
+        d["files"] = files
+        d["content_sha256"] = _manifest_hash(d)
+        with (tmp / MANIFEST).open("w") as fh:
+            json.dump(d, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_manifest(path: Path) -> tuple[Manifest, dict[str, Any]]:
+    """Read and verify the manifest only (cheap; for listings)."""
+    mpath = Path(path) / MANIFEST
+    if not mpath.is_file():
+        raise ModelError(f"{path}: not a model artifact (no {MANIFEST})")
+    try:
+        d = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{mpath}: manifest is damaged or truncated ({exc})") from None
+    fmt = d.get("format_version")
+    if not isinstance(fmt, int):
+        raise ModelError(f"{mpath}: manifest has no format_version")
+    if fmt > FORMAT_VERSION:
+        raise ModelError(
+            f"{path}: model format {fmt} is newer than this station reads ({FORMAT_VERSION}); "
+            "update the station software"
+        )
+    if d.get("content_sha256") != _manifest_hash(d):
+        raise ModelError(f"{mpath}: manifest was modified after it was written (hash mismatch)")
+    try:
+        return Manifest.from_json(d), d
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"{mpath}: manifest is missing or has a wrong field ({exc})") from None
+
+
+def load_artifact(path: str | Path) -> ModelArtifact:
+    """Load and verify every file of a model version; refuse truncated or tampered ones."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"{path}: model folder not found")
+    manifest, _ = read_manifest(path)
+    for name, meta in manifest.files.items():
+        f = path / name
+        if not f.is_file():
+            raise ModelError(f"{path}: file {name} is missing")
+        size = f.stat().st_size
+        if size != meta["bytes"]:
+            raise ModelError(
+                f"{path}: {name} is truncated or altered: {size} bytes, manifest says {meta['bytes']}"
+            )
+        if sha256_file(f) != meta["sha256"]:
+            raise ModelError(f"{path}: {name} was modified after it was written (hash mismatch)")
+    try:
+        bank = np.load(path / BANK, allow_pickle=False)
+    except ValueError as exc:
+        raise ModelError(f"{path}: {BANK} is not a plain array file ({exc})") from None
+    if bank.ndim != 2 or bank.shape[0] != manifest.bank_size:
+        raise ModelError(f"{path}: memory bank shape {bank.shape} disagrees with the manifest")
+    return ModelArtifact(path, manifest, bank.astype(np.float32, copy=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Product model store: data_dir/models/<product>/vNNNN, plus a CURRENT pointer for roll back.
+
+
+class ModelStore:
+    """The versions of each product's model and which one the line uses."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def product_dir(self, product: str) -> Path:
+        return self.root / product
+
+    def versions(self, product: str) -> list[str]:
+        d = self.product_dir(product)
+        if not d.is_dir():
+            return []
+        return sorted(p.name for p in d.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+
+    def next_version_dir(self, product: str) -> Path:
+        existing = [int(v[1:]) for v in self.versions(product) if v[1:].isdigit()]
+        return self.product_dir(product) / f"v{(max(existing) + 1) if existing else 1:04d}"
+
+    def current(self, product: str) -> Path | None:
+        """The version in use: the CURRENT pointer, else the newest version."""
+        pointer = self.product_dir(product) / "CURRENT"
+        if pointer.is_file():
+            name = pointer.read_text().strip()
+            if (self.product_dir(product) / name / MANIFEST).is_file():
+                return self.product_dir(product) / name
+        versions = self.versions(product)
+        return self.product_dir(product) / versions[-1] if versions else None
+
+    def set_current(self, product: str, version: str) -> None:
+        """Point the line at `version` (also how a technician rolls back); atomic."""
+        if version not in self.versions(product):
+            raise ModelError(f"product {product} has no model version {version}")
+        pointer = self.product_dir(product) / "CURRENT"
+        tmp = pointer.with_suffix(".tmp")
+        tmp.write_text(version + "\n")
+        os.replace(tmp, pointer)

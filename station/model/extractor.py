@@ -1,0 +1,50 @@
+"""The exportable feature extractor: backbone -> local aggregation -> upsample -> concat -> reduce.
+
+Kept apart from fitting code so that this one module is what ONNX / TensorRT run.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FeatureExtractor(nn.Module):
+    """Locally aware patch features at stride 8 (Roth et al. 2022, sec. 3.1)."""
+
+    def __init__(
+        self, backbone: nn.Module, layers: list[str], channels: dict[str, int],
+        aggregation: int = 3, feature_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.layers = list(layers)
+        self.aggregation = aggregation
+        total = sum(channels[name] for name in self.layers)
+        self.feature_dim = feature_dim if 0 < feature_dim < total else 0
+        self.out_channels = self.feature_dim or total
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        maps = self.backbone(images)
+        first = maps[self.layers[0]]
+        size = (int(first.shape[-2]), int(first.shape[-1]))
+        feats = []
+        for name in self.layers:
+            f = maps[name]
+            if self.aggregation > 1:
+                # p x p neighbourhood average: each patch sees its surroundings, so position
+                # jitter between parts does not read as an anomaly.
+                f = F.avg_pool2d(f, self.aggregation, 1, self.aggregation // 2,
+                                 count_include_pad=False)
+            if (int(f.shape[-2]), int(f.shape[-1])) != size:
+                f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+            feats.append(f)
+        out = torch.cat(feats, dim=1)
+        if self.feature_dim:
+            # Channel reduction by adaptive average pooling over channels, as in the paper.
+            n, c, h, w = out.shape
+            out = out.permute(0, 2, 3, 1).reshape(n, h * w, c)
+            out = F.adaptive_avg_pool1d(out, self.feature_dim)
+            out = out.reshape(n, h, w, self.feature_dim).permute(0, 3, 1, 2)
+        return out.contiguous()

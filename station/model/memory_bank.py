@@ -1,0 +1,169 @@
+"""The memory bank of nominal patch features: coreset selection and nearest-neighbour search."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+ProgressFn = Callable[[int, int], None]
+
+
+def greedy_coreset(
+    features: np.ndarray,
+    k: int,
+    *,
+    projection: int = 128,
+    seed: int = 0,
+    start: int | None = None,
+) -> np.ndarray:
+    """Greedy k-center selection (Roth et al. 2022, alg. 1) on a random linear projection.
+
+    Returns k row indices: each step adds the point farthest from everything chosen so far, so
+    rare nominal patches survive while near-duplicates go.
+    """
+    n = features.shape[0]
+    k = min(k, n)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    if projection and projection < x.shape[1]:
+        # Johnson-Lindenstrauss: distances survive a random projection well enough to rank them.
+        g = np.random.default_rng(seed)
+        proj = (g.standard_normal((x.shape[1], projection)) / math.sqrt(projection)).astype(
+            np.float32
+        )
+        x = x @ proj
+    # numpy, not torch: the loop is thousands of small steps and torch's per-call overhead is
+    # three times numpy's here.
+    sq = np.einsum("ij,ij->i", x, x)
+    rng = np.random.default_rng(seed)
+    first = int(rng.integers(n)) if start is None else start
+    chosen = np.empty(k, dtype=np.int64)
+    chosen[0] = first
+    min_d = sq - 2.0 * (x @ x[first]) + sq[first]
+    for i in range(1, k):
+        nxt = int(np.argmax(min_d))
+        chosen[i] = nxt
+        d = x @ x[nxt]
+        d *= -2.0
+        d += sq
+        d += sq[nxt]
+        np.minimum(min_d, d, out=min_d)
+    return chosen
+
+
+def hierarchical_coreset(
+    features: np.ndarray,
+    k: int,
+    *,
+    projection: int = 128,
+    seed: int = 0,
+    chunk: int = 4096,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
+    """Greedy k-center that scales: local coresets on random chunks, then greedy on their union.
+
+    Exact greedy costs k x N distance updates; on 2 CPU cores that is minutes for a few hundred
+    images. Composable coresets (union of per-chunk k-center sets, then k-center again) keep the
+    covering radius within a small constant of the exact one for a fraction of the work: chunks
+    small enough to stay in cache cost 4k x chunk updates, then k x 4k for the final pass.
+    """
+    n = features.shape[0]
+    k = min(k, n)
+    if n <= chunk or k * 4 >= n:
+        return greedy_coreset(features, k, projection=projection, seed=seed)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    n_chunks = math.ceil(n / chunk)
+    # Each chunk keeps 4x its share, so the final pass chooses among good candidates.
+    local_k = min(chunk, math.ceil(4 * k / n_chunks))
+    candidates = []
+    for c in range(n_chunks):
+        idx = order[c * chunk : (c + 1) * chunk]
+        sel = greedy_coreset(features[idx], min(local_k, len(idx)), projection=projection,
+                             seed=seed + c)
+        candidates.append(idx[sel])
+        if progress:
+            progress(c + 1, n_chunks + 1)
+    cand = np.concatenate(candidates)
+    final = greedy_coreset(features[cand], k, projection=projection, seed=seed)
+    if progress:
+        progress(n_chunks + 1, n_chunks + 1)
+    return cand[final]
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Nearest bank entries for a set of query patches."""
+
+    distances: np.ndarray  # float32 Q x k, Euclidean
+    indices: np.ndarray  # int64 Q x k
+
+
+class MemoryBank:
+    """Nominal patch features and exact L2 nearest-neighbour search.
+
+    `backend="faiss"` is the station's CPU path; `backend="torch"` is the reference used by the
+    torch runtime. Both are exact, so they agree to float rounding.
+    """
+
+    def __init__(self, bank: np.ndarray, backend: str = "faiss", threads: int = 0) -> None:
+        if bank.ndim != 2 or bank.shape[0] == 0:
+            raise ValueError(f"memory bank must be a non-empty 2-D array, got shape {bank.shape}")
+        self.bank = np.ascontiguousarray(bank, dtype=np.float32)
+        self.backend = backend
+        if backend == "faiss":
+            import faiss
+
+            if threads:
+                faiss.omp_set_num_threads(threads)
+            self._index = faiss.IndexFlatL2(self.bank.shape[1])
+            self._index.add(self.bank)
+        elif backend == "torch":
+            self._tbank = torch.from_numpy(self.bank)
+            self._tsq = (self._tbank * self._tbank).sum(1)
+        else:
+            raise ValueError(f"unknown kNN backend '{backend}' (faiss or torch)")
+
+    @property
+    def size(self) -> int:
+        return int(self.bank.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.bank.shape[1])
+
+    def search(self, queries: np.ndarray, k: int = 1) -> Neighbours:
+        """The k nearest bank entries of each query row (exact L2)."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.backend == "faiss":
+            d2, idx = self._index.search(q, k)
+        else:
+            tq = torch.from_numpy(q)
+            d2t = (tq * tq).sum(1, keepdim=True) - 2.0 * tq @ self._tbank.T + self._tsq
+            vals, ind = torch.topk(d2t, k, dim=1, largest=False)
+            d2, idx = vals.numpy(), ind.numpy()
+        return Neighbours(np.sqrt(np.maximum(d2, 0.0)).astype(np.float32), idx.astype(np.int64))
+
+    def reweighted_score(
+        self, patch: np.ndarray, nearest: int, nearest_distance: float, neighbours: int
+    ) -> float:
+        """The paper's image score: s* scaled by how isolated its nearest bank entry m* is.
+
+        w = 1 - exp(|m_test - m*|) / sum over the b nearest bank entries m of m* of
+        exp(|m_test - m|). A test patch whose nearest nominal patch sits in a dense cluster is
+        trusted more than one matching a lone outlier in the bank.
+        """
+        b = min(neighbours, self.size)
+        if b <= 1:
+            return float(nearest_distance)
+        support = self.search(self.bank[nearest][None, :], b).indices[0]
+        d = np.linalg.norm(self.bank[support] - patch[None, :], axis=1).astype(np.float64)
+        d[0] = nearest_distance if support[0] == nearest else d[0]
+        z = np.exp(d - d.max())
+        w = 1.0 - z[0] / z.sum()
+        return float(w * nearest_distance)

@@ -1,0 +1,40 @@
+"""The fast CPU runtime: the exported extractor in ONNX Runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from station.errors import ModelError, RuntimeUnavailable
+from station.runtime.base import RuntimeKind
+
+
+class OnnxRuntime:
+    """ONNX Runtime with full graph optimisation (conv+BN fusion, layout transforms)."""
+
+    kind = RuntimeKind.ONNX
+
+    def __init__(self, onnx_path: Path, threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise RuntimeUnavailable(f"onnxruntime is not installed ({exc})") from None
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(onnx_path), opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ModelError(f"{onnx_path}: ONNX Runtime cannot load it ({exc})") from None
+        self._input = self.session.get_inputs()[0].name
+
+    def features(self, batch: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self._input: np.ascontiguousarray(batch, np.float32)})
+        return np.asarray(out[0])
+
+    def close(self) -> None:
+        pass
