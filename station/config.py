@@ -37,7 +37,9 @@ class GenICamConfig:
     device: str = ""  # serial number, user-defined name, or index; empty = first found
     timeout_s: float = 2.0  # fetch timeout; a timeout is reported as a CameraError
     trigger: str = "off"  # "off" (free running) or "software" (one frame per part)
-    features: dict[str, Any] = field(default_factory=dict)  # SFNC feature -> value, applied in order
+    features: dict[str, Any] = field(
+        default_factory=dict
+    )  # SFNC feature -> value, applied in order
     buffers: int = 8  # driver buffers: more ride out consumer hiccups; each holds one payload
 
 
@@ -64,6 +66,8 @@ class ModelConfig:
     layers: list[str] = field(default_factory=lambda: ["stride8", "stride16"])
     image_size: int = 320  # long side of the network input (aspect kept, padded to square)
     tile: bool = True  # parts longer than 2:1 are cut into overlapping square tiles
+    scale: float = 0.0  # 0: fit each part to image_size; > 0: fixed scale, tiles cover the part
+    exposure: str = "fixed"  # "auto": per-image gain cancels exposure/illumination changes
     aggregation: int = 3  # local neighbourhood (p x p) averaged around each patch
     feature_dim: int = 0  # channel reduction target; 0 = keep the concatenated channels
     coreset_ratio: float = 0.1
@@ -126,7 +130,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
-        return _build(tp, value, where)
+        return _build(tp, value, where)  # type: ignore[arg-type]
     if origin in (list,):
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -164,7 +168,9 @@ def _build(cls: type[T], table: dict[str, Any], where: str) -> T:
     for key, value in table.items():
         if key not in names or (cls is StationConfig and key == "origin"):
             close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(names)}"
+            hint = (
+                f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(names)}"
+            )
             raise ConfigError(f"{where}: unknown key '{key}'{hint}")
         kwargs[key] = _convert(value, hints[key], f"{where}.{key}" if where else key)
     return cls(**kwargs)

@@ -96,8 +96,10 @@ def evaluate(
     k = np.asarray(kinds)
     is_defect = k != "good"
     per_type = {
-        t: auroc(np.r_[s[k == "good"], s[k == t]], np.r_[np.zeros((k == "good").sum()),
-                                                        np.ones((k == t).sum())])
+        t: auroc(
+            np.r_[s[k == "good"], s[k == t]],
+            np.r_[np.zeros((k == "good").sum()), np.ones((k == t).sum())],
+        )
         for t in sorted(set(kinds) - {"good"})
     }
     if is_defect.any():

@@ -28,9 +28,7 @@ def pixel_auroc(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> floa
     return auroc(scores, labels)
 
 
-def aupro(
-    maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_limit: float = 0.3
-) -> float:
+def aupro(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_limit: float = 0.3) -> float:
     """Per-region overlap integrated over FPR in [0, fpr_limit], normalised to [0, 1].
 
     Regions are the 8-connected components of each mask. Sorting all pixels once gives, for every

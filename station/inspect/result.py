@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     OK = "OK"
     NOK = "NOK"
 
 
-class StationState(str, Enum):
+class StationState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     PAUSED = "paused"
@@ -26,7 +26,7 @@ class StationState(str, Enum):
     FAILED = "failed"
 
 
-class DriftLevel(str, Enum):
+class DriftLevel(StrEnum):
     NONE = "none"
     WARNING = "warning"
     CRITICAL = "critical"

@@ -72,7 +72,7 @@ class Worker:
             while not self._stop.is_set():
                 if not self.step():
                     break
-        except BaseException as exc:  # noqa: BLE001 - reported, never swallowed
+        except BaseException as exc:
             self.error = exc
             log.exception("%s failed", self.name)
             if self._on_failure is not None:

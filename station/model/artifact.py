@@ -184,7 +184,8 @@ def load_artifact(path: str | Path) -> ModelArtifact:
         size = f.stat().st_size
         if size != meta["bytes"]:
             raise ModelError(
-                f"{path}: {name} is truncated or altered: {size} bytes, manifest says {meta['bytes']}"
+                f"{path}: {name} is truncated or altered: {size} bytes, "
+                f"manifest says {meta['bytes']}"
             )
         if sha256_file(f) != meta["sha256"]:
             raise ModelError(f"{path}: {name} was modified after it was written (hash mismatch)")

@@ -1,4 +1,4 @@
-"""CNN backbones defined here (torchvision/timm wheels are CUDA builds), loading standard state dicts.
+"""CNN backbones defined here (torchvision/timm wheels are CUDA builds); standard state dicts.
 
 Each backbone returns a dict of feature maps named by their stride ("stride8", "stride16"), the
 two intermediate stages PatchCore uses: mid-level features that are local enough to localise a
@@ -106,9 +106,7 @@ class EfficientNetLite(nn.Module):
             "stride8": max(i for i, s in enumerate(stage_of_block) if s == 2),
             "stride16": max(i for i, s in enumerate(stage_of_block) if s == 4),
         }
-        self.channels = {
-            name: blocks[i]._bn2.num_features for name, i in self.taps.items()
-        }
+        self.channels = {name: blocks[i]._bn2.num_features for name, i in self.taps.items()}
         self._blocks = nn.ModuleList(blocks[: max(self.taps.values()) + 1])
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -239,10 +237,18 @@ BACKBONES: dict[str, BackboneSpec] = {
         for i in (0, 1, 2)
     },
     "resnet18": BackboneSpec(
-        "resnet18", lambda sd: ResNet(BasicBlock, [2, 2, 2], 64), None, _IMAGENET_MEAN, _IMAGENET_STD
+        "resnet18",
+        lambda sd: ResNet(BasicBlock, [2, 2, 2], 64),
+        None,
+        _IMAGENET_MEAN,
+        _IMAGENET_STD,
     ),
     "resnet50": BackboneSpec(
-        "resnet50", lambda sd: ResNet(Bottleneck, [3, 4, 6], 64), None, _IMAGENET_MEAN, _IMAGENET_STD
+        "resnet50",
+        lambda sd: ResNet(Bottleneck, [3, 4, 6], 64),
+        None,
+        _IMAGENET_MEAN,
+        _IMAGENET_STD,
     ),
     "wide_resnet50_2": BackboneSpec(
         "wide_resnet50_2",

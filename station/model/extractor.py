@@ -14,8 +14,12 @@ class FeatureExtractor(nn.Module):
     """Locally aware patch features at stride 8 (Roth et al. 2022, sec. 3.1)."""
 
     def __init__(
-        self, backbone: nn.Module, layers: list[str], channels: dict[str, int],
-        aggregation: int = 3, feature_dim: int = 0,
+        self,
+        backbone: nn.Module,
+        layers: list[str],
+        channels: dict[str, int],
+        aggregation: int = 3,
+        feature_dim: int = 0,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -35,8 +39,9 @@ class FeatureExtractor(nn.Module):
             if self.aggregation > 1:
                 # p x p neighbourhood average: each patch sees its surroundings, so position
                 # jitter between parts does not read as an anomaly.
-                f = F.avg_pool2d(f, self.aggregation, 1, self.aggregation // 2,
-                                 count_include_pad=False)
+                f = F.avg_pool2d(
+                    f, self.aggregation, 1, self.aggregation // 2, count_include_pad=False
+                )
             if (int(f.shape[-2]), int(f.shape[-1])) != size:
                 f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
             feats.append(f)

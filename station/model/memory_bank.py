@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 ProgressFn = Callable[[int, int], None]
+FINAL_PASS_MAX = 32768  # candidates up to which the final exact greedy pass is affordable
 
 
 def greedy_coreset(
@@ -79,21 +80,27 @@ def hierarchical_coreset(
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     n_chunks = math.ceil(n / chunk)
-    # Each chunk keeps 4x its share, so the final pass chooses among good candidates.
-    local_k = min(chunk, math.ceil(4 * k / n_chunks))
+    # Each chunk keeps 4x its share and a final greedy pass chooses among those, while that pass
+    # stays cheap; for large banks the union of the per-chunk coresets is the result.
+    oversample = 4 if 4 * k <= FINAL_PASS_MAX else 1
+    local_k = min(chunk, math.ceil(oversample * k / n_chunks))
     candidates = []
     for c in range(n_chunks):
         idx = order[c * chunk : (c + 1) * chunk]
-        sel = greedy_coreset(features[idx], min(local_k, len(idx)), projection=projection,
-                             seed=seed + c)
+        sel = greedy_coreset(
+            features[idx], min(local_k, len(idx)), projection=projection, seed=seed + c
+        )
         candidates.append(idx[sel])
         if progress:
             progress(c + 1, n_chunks + 1)
     cand = np.concatenate(candidates)
-    final = greedy_coreset(features[cand], k, projection=projection, seed=seed)
+    if oversample == 1:
+        result = cand[:k]
+    else:
+        result = cand[greedy_coreset(features[cand], k, projection=projection, seed=seed)]
     if progress:
         progress(n_chunks + 1, n_chunks + 1)
-    return cand[final]
+    return result
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import tempfile
@@ -81,6 +82,8 @@ def build_extractor(cfg: ModelConfig) -> tuple[FeatureExtractor, Preprocessing, 
         mean=bb.spec.mean,
         std=bb.spec.std,
         tile_aspect=2.0 if cfg.tile else 0.0,
+        scale=cfg.scale,
+        exposure=cfg.exposure,
     )
     return fx.eval(), pre, bb
 
@@ -278,7 +281,7 @@ def fit(
     arrays = [read_image(p) for p in images]
     pixel_max = pixel_max_for(max(float(a.max()) for a in arrays))
     color = any(a.ndim == 3 for a in arrays)
-    pre = Preprocessing(pre.image_size, pre.mean, pre.std, pixel_max, color, pre.tile_aspect)
+    pre = dataclasses.replace(pre, pixel_max=pixel_max, color=color)
     prepared = [prepare(a, pre) for a in arrays]
     bank_idx, cal_idx = split_calibration(len(images), cfg.seed)
 
@@ -302,7 +305,10 @@ def fit(
             bar.refresh()
 
         sel = hierarchical_coreset(
-            rows, k, projection=cfg.coreset_projection, seed=cfg.seed,
+            rows,
+            k,
+            projection=cfg.coreset_projection,
+            seed=cfg.seed,
             progress=_coreset_progress,
         )
         bar.close()
@@ -339,16 +345,18 @@ def fit(
             fit_seconds=round(fit_seconds, 3),
         )
         write_artifact(out, manifest, bank, onnx_file)
-    return FitReport(out, len(bank_idx), len(cal_idx), len(rows), int(bank.shape[0]),
-                     fit_seconds, threshold)
+    return FitReport(
+        out, len(bank_idx), len(cal_idx), len(rows), int(bank.shape[0]), fit_seconds, threshold
+    )
 
 
 def _image_score(bank: MemoryBank, feats: np.ndarray, prepared: Prepared, b: int) -> float:
     rows = valid_patch_features(feats, prepared)
     nn = bank.search(rows, 1)
     best = int(np.argmax(nn.distances[:, 0]))
-    return bank.reweighted_score(rows[best], int(nn.indices[best, 0]),
-                                 float(nn.distances[best, 0]), b)
+    return bank.reweighted_score(
+        rows[best], int(nn.indices[best, 0]), float(nn.distances[best, 0]), b
+    )
 
 
 __all__ = ["STRIDE", "FitReport", "PatchCore", "Prediction", "fit", "training_images"]

@@ -17,6 +17,7 @@ import numpy as np
 from station.imageio import to_engine_image
 
 STRIDE = 8  # patch grid stride of the features PatchCore scores
+EXPOSURE_TARGET = 0.9  # where "auto" exposure puts the 99th percentile (headroom for glints)
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Preprocessing:
     pixel_max: float = 255.0  # full scale of the training images (255, 1023, 4095 or 65535)
     color: bool = False  # False: colour frames are converted to luminance, like the training set
     tile_aspect: float = 2.0  # parts longer than this ratio are tiled; 0 = never tile
+    scale: float = 0.0  # 0: fit the part to the canvas; > 0: fixed scale, tiles cover the part
+    exposure: str = "fixed"  # "auto": per-image gain so the 99th percentile sits at full scale
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -42,6 +45,8 @@ class Preprocessing:
             pixel_max=float(d["pixel_max"]),  # type: ignore[arg-type]
             color=bool(d["color"]),
             tile_aspect=float(d["tile_aspect"]),  # type: ignore[arg-type]
+            scale=float(d.get("scale", 0.0)),  # type: ignore[arg-type]
+            exposure=str(d.get("exposure", "fixed")),
         )
 
 
@@ -85,23 +90,58 @@ def pixel_max_for(images_max: float) -> float:
     return float(images_max)
 
 
-def plan_tiles(height: int, width: int, size: int, tile_aspect: float) -> list[Tile]:
-    """Letterbox for near-square parts; overlapping square windows for long ones."""
+def _offsets(length: int, window: int) -> list[int]:
+    """Window starts covering [0, length) with at least a quarter overlap between neighbours."""
+    if length <= window:
+        return [0]
+    # A quarter overlap so a defect on a seam lies whole in one tile.
+    n = math.ceil((length - window) / (0.75 * window)) + 1
+    return [int(o) for o in np.linspace(0, length - window, n).round()]
+
+
+def full_scale(image: np.ndarray, model_pixel_max: float) -> float:
+    """The value that means 'white' for this frame.
+
+    8-bit frames: 255. 16-bit frames: the model's own full scale when it was fitted on 10..16-bit
+    parts (a Mono12 camera delivers 0..4095 in a 16-bit container); else 65535, so a 16-bit frame
+    given to an 8-bit model is not clipped to white.
+    """
+    if image.dtype == np.uint8:
+        return 255.0
+    return model_pixel_max if model_pixel_max > 255.0 else 65535.0
+
+
+def plan_tiles(
+    height: int, width: int, size: int, tile_aspect: float, scale: float = 0.0
+) -> list[Tile]:
+    """Where each network input comes from.
+
+    scale > 0: every image at the same pixel scale (texture looks the same whatever the part's
+    size), cut into overlapping windows of size/scale image pixels; small parts are padded.
+    scale = 0: near-square parts are letterboxed into one canvas; long ones get square windows.
+    """
+    if scale > 0:
+        win = max(1, round(size / scale))
+        tiles = []
+        for y0 in _offsets(height, win):
+            for x0 in _offsets(width, win):
+                h, w = min(win, height), min(win, width)
+                vh = max(1, min(size, round(h * scale)))
+                vw = max(1, min(size, round(w * scale)))
+                tiles.append(Tile(y0, x0, h, w, vh, vw))
+        return tiles
     long_side, short_side = max(height, width), min(height, width)
     if tile_aspect <= 0 or long_side <= tile_aspect * short_side:
-        scale = size / long_side
-        vh = max(1, min(size, round(height * scale)))
-        vw = max(1, min(size, round(width * scale)))
+        s = size / long_side
+        vh = max(1, min(size, round(height * s)))
+        vw = max(1, min(size, round(width * s)))
         return [Tile(0, 0, height, width, vh, vw)]
-    # At least a quarter overlap so a defect on a seam is whole in one tile.
-    n = math.ceil((long_side - short_side) / (0.75 * short_side)) + 1
-    offsets = np.linspace(0, long_side - short_side, n).round().astype(int)
     tiles = []
-    for off in offsets:
+    for off in _offsets(long_side, short_side):
         if height >= width:
-            tiles.append(Tile(int(off), 0, short_side, short_side, size, size))
+            tiles.append(Tile(off, 0, short_side, short_side, size, size))
         else:
-            tiles.append(Tile(0, int(off), short_side, short_side, size, size))
+            tiles.append(Tile(0, off, short_side, short_side, size, size))
     return tiles
 
 
@@ -114,17 +154,25 @@ def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
 def prepare(image: np.ndarray, pre: Preprocessing) -> Prepared:
     """Scale to [0, 1], match the model's channels, tile/letterbox and normalise."""
     image = to_engine_image(image)
-    img = image.astype(np.float32) * np.float32(1.0 / pre.pixel_max)
+    img = image.astype(np.float32) * np.float32(1.0 / full_scale(image, pre.pixel_max))
+    if pre.exposure == "auto":
+        # Exposure is a gain on every pixel: dividing by a bright percentile cancels it. The 99th
+        # percentile, not the maximum, so a small bright defect does not set the gain.
+        p99 = float(
+            np.percentile(img[:: max(1, img.shape[0] // 128), :: max(1, img.shape[1] // 128)], 99)
+        )
+        if p99 > 1e-3:
+            img *= np.float32(EXPOSURE_TARGET / p99)
     np.clip(img, 0.0, 1.0, out=img)
     if img.ndim == 3 and not pre.color:
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        img = np.asarray(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), np.float32)
     if img.ndim == 2:
         img = img[:, :, None]
     height, width = img.shape[:2]
     size = pre.image_size
     mean = np.asarray(pre.mean, np.float32)
     inv_std = 1.0 / np.asarray(pre.std, np.float32)
-    tiles = plan_tiles(height, width, size, pre.tile_aspect)
+    tiles = plan_tiles(height, width, size, pre.tile_aspect, pre.scale)
     batch = np.zeros((len(tiles), 3, size, size), np.float32)
     for i, t in enumerate(tiles):
         window = img[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w]
@@ -142,17 +190,38 @@ def gaussian_blur(maps: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return maps
     k = 2 * math.ceil(4 * sigma) + 1
-    return np.stack([cv2.GaussianBlur(m, (k, k), sigma, borderType=cv2.BORDER_REFLECT) for m in maps])
+    return np.stack(
+        [cv2.GaussianBlur(m, (k, k), sigma, borderType=cv2.BORDER_REFLECT) for m in maps]
+    )
 
 
-def assemble_map(
-    patch_scores: np.ndarray, prepared: Prepared, blur_sigma: float
-) -> np.ndarray:
-    """Patch-score grids (T x g x g) -> one anomaly map at the image's own size (max on overlaps)."""
+def fill_padding(grids: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Extend each grid's valid rectangle over its padded cells.
+
+    Zeros there would be blended in by upsampling and smoothing and pull down the scores along
+    the part's edge, exactly where chipped edges and breaks are.
+    """
+    out = grids.copy()
+    for g, v in zip(out, valid, strict=True):
+        rows = np.flatnonzero(v.any(axis=1))
+        cols = np.flatnonzero(v.any(axis=0))
+        if rows.size == 0 or cols.size == 0:
+            continue
+        gh, gw = rows[-1] + 1, cols[-1] + 1
+        g[gh:, :gw] = g[gh - 1 : gh, :gw]
+        g[:, gw:] = g[:, gw - 1 : gw]
+    return out
+
+
+def assemble_map(patch_scores: np.ndarray, prepared: Prepared, blur_sigma: float) -> np.ndarray:
+    """Patch-score grids (T x g x g) -> one anomaly map at the image's size (max on overlaps)."""
     size = prepared.batch.shape[-1]
+    patch_scores = fill_padding(patch_scores, prepared.valid_patches())
     ups = np.stack(
-        [cv2.resize(g.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-         for g in patch_scores]
+        [
+            cv2.resize(g.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+            for g in patch_scores
+        ]
     )
     ups = gaussian_blur(ups, blur_sigma)
     out = np.zeros((prepared.height, prepared.width), np.float32)

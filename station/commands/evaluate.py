@@ -1,0 +1,56 @@
+"""`station evaluate`: detection/localisation metrics and the threshold for a miss-rate target."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from station.config import load_config
+from station.inspect.evaluation import evaluate, test_items
+from station.model.patchcore import PatchCore
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="image/pixel AUROC, AUPRO and the threshold meeting a false-negative target",
+    )
+    p.add_argument("--model", required=True, type=Path, help="model folder")
+    p.add_argument("--data", required=True, type=Path, help="MVTec-layout set with test/")
+    p.add_argument("--target-fnr", type=float, default=0.005, help="allowed miss rate (0.005)")
+    p.add_argument("--runtime", choices=["torch", "onnx", "tensorrt"], help="default from config")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--json", type=Path, help="write the report as JSON")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if isinstance(x, float) and math.isnan(x) else f"{x:.4f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    cfg = load_config(args.config)
+    model = PatchCore.load(args.model, args.runtime or cfg.model.runtime, threads=cfg.model.threads)
+    n = len(test_items(args.data))
+    with tqdm(total=n, desc="evaluate", unit="img", disable=args.quiet) as bar:
+        report = evaluate(model, args.data, args.target_fnr, progress=bar.update)
+    print(f"model {args.model} on {args.data}: {report.n_good} good, {report.n_defect} defective")
+    print(
+        f"  image AUROC {_fmt(report.image_auroc)}  pixel AUROC {_fmt(report.pixel_auroc)}  "
+        f"AUPRO(0.3) {_fmt(report.aupro)}"
+    )
+    for t, v in report.per_type.items():
+        print(f"  {t:<16} image AUROC {_fmt(v)}")
+    c = report.confusion
+    print(
+        f"  threshold {report.threshold:.4g} for FNR <= {report.target_fnr}: FNR {_fmt(report.fnr)}"
+        f", FPR {_fmt(report.fpr)} (tp {c['tp']}, fn {c['fn']}, fp {c['fp']}, tn {c['tn']})"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(report.to_json(), indent=2))
+    return 0

@@ -1,0 +1,57 @@
+"""`station fit`: build a model version from good parts."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from station.config import load_config
+from station.model.patchcore import fit, training_images
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit",
+        help="fit a PatchCore model on good images",
+        description="Fit PatchCore on DIR/train/good (MVTec layout) or on a flat folder of good "
+        "images, and write a versioned model folder.",
+    )
+    p.add_argument("--data", required=True, type=Path, help="MVTec-layout set or folder of images")
+    p.add_argument("--out", required=True, type=Path, help="model folder to create")
+    p.add_argument("--backbone", help="backbone (default from config: efficientnet_lite0)")
+    p.add_argument("--weights", help="backbone state-dict file (needed for resnet*)")
+    p.add_argument("--config", type=Path, help="TOML config (default configs/default.toml)")
+    p.add_argument("--product", help="product name recorded in the model")
+    p.add_argument("--json", type=Path, help="also write the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    model_cfg = cfg.model
+    if args.backbone:
+        model_cfg = dataclasses.replace(model_cfg, backbone=args.backbone)
+    if args.weights:
+        model_cfg = dataclasses.replace(model_cfg, weights=args.weights)
+    images = training_images(args.data)
+    report = fit(images, model_cfg, args.out, product=args.product, progress=not args.quiet)
+    summary = {
+        "model": str(report.artifact),
+        "n_train": report.n_train,
+        "n_calibration": report.n_calibration,
+        "n_patches": report.n_patches,
+        "bank_size": report.bank_size,
+        "fit_seconds": round(report.fit_seconds, 2),
+        "threshold": report.threshold,
+    }
+    print(
+        f"fitted {report.artifact}: {report.n_train} images ({report.n_calibration} held out for "
+        f"calibration), bank {report.bank_size} of {report.n_patches} patches, "
+        f"threshold {report.threshold:.4g}, fit time {report.fit_seconds:.1f} s"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    return 0

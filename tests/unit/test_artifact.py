@@ -1,0 +1,90 @@
+"""The model artifact: round trip, and refusal of truncated, tampered or newer-format files."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from station.errors import ModelError
+from station.model.artifact import BANK, MANIFEST, ONNX, ModelStore, load_artifact
+
+
+@pytest.fixture
+def artifact_copy(demo_model: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "v0001"
+    shutil.copytree(demo_model, dst)
+    return dst
+
+
+def test_round_trip(demo_model: Path):
+    a = load_artifact(demo_model)
+    m = a.manifest
+    assert a.bank.shape == (m.bank_size, m.feature_dim) and a.bank.dtype == np.float32
+    assert m.backbone == "efficientnet_lite0" and len(m.weights_sha256) == 64
+    assert m.threshold > 0 and len(m.calibration_scores) >= 3
+    assert m.layers == ["stride8", "stride16"] and m.preprocessing.image_size == 224
+    assert (demo_model / ONNX).is_file()
+    # No pickle anywhere: the bank loads as a plain array.
+    np.load(demo_model / BANK, allow_pickle=False)
+
+
+def test_truncated_bank_is_refused(artifact_copy: Path):
+    f = artifact_copy / BANK
+    f.write_bytes(f.read_bytes()[:-100])
+    with pytest.raises(ModelError, match=r"memory_bank.npy is truncated"):
+        load_artifact(artifact_copy)
+
+
+def test_tampered_bank_is_refused(artifact_copy: Path):
+    f = artifact_copy / BANK
+    data = bytearray(f.read_bytes())
+    data[-5] ^= 0xFF  # same size, one byte changed
+    f.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"memory_bank.npy was modified"):
+        load_artifact(artifact_copy)
+
+
+def test_tampered_manifest_threshold_is_refused(artifact_copy: Path):
+    f = artifact_copy / MANIFEST
+    d = json.loads(f.read_text())
+    d["threshold"] = d["threshold"] * 10  # someone "tunes" the threshold by hand
+    f.write_text(json.dumps(d))
+    with pytest.raises(ModelError, match="manifest was modified"):
+        load_artifact(artifact_copy)
+
+
+def test_truncated_manifest_is_refused(artifact_copy: Path):
+    f = artifact_copy / MANIFEST
+    f.write_text(f.read_text()[:200])
+    with pytest.raises(ModelError, match="damaged or truncated"):
+        load_artifact(artifact_copy)
+
+
+def test_newer_format_is_refused(artifact_copy: Path):
+    f = artifact_copy / MANIFEST
+    d = json.loads(f.read_text())
+    d["format_version"] = 99
+    f.write_text(json.dumps(d))
+    with pytest.raises(ModelError, match=r"format 99 is newer"):
+        load_artifact(artifact_copy)
+
+
+def test_missing_onnx_is_refused(artifact_copy: Path):
+    (artifact_copy / ONNX).unlink()
+    with pytest.raises(ModelError, match="feature_extractor.onnx is missing"):
+        load_artifact(artifact_copy)
+
+
+def test_store_versions_current_and_roll_back(demo_model: Path, tmp_path: Path):
+    store = ModelStore(tmp_path / "models")
+    for v in ("v0001", "v0002"):
+        shutil.copytree(demo_model, store.product_dir("demo") / v)
+    assert store.versions("demo") == ["v0001", "v0002"]
+    assert store.current("demo").name == "v0002"  # newest by default
+    store.set_current("demo", "v0001")  # roll back
+    assert store.current("demo").name == "v0001"
+    assert store.next_version_dir("demo").name == "v0003"
+    with pytest.raises(ModelError, match="no model version v0009"):
+        store.set_current("demo", "v0009")

@@ -1,0 +1,63 @@
+"""Backbones: packaged ImageNet weights, torchvision-format files, and clear weight errors."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from station.errors import ModelError
+from station.model.backbones import BasicBlock, ResNet, load_backbone
+
+
+@pytest.mark.parametrize(
+    "name,c8,c16",
+    [
+        ("efficientnet_lite0", 40, 112),
+        ("efficientnet_lite1", 40, 112),
+        ("efficientnet_lite2", 48, 120),
+    ],
+)
+def test_lite_backbones_load_packaged_weights(name, c8, c16):
+    bb = load_backbone(name)
+    assert bb.channels == {"stride8": c8, "stride16": c16}
+    out = bb.module(torch.zeros(1, 3, 224, 224))
+    assert out["stride8"].shape == (1, c8, 28, 28) and out["stride16"].shape == (1, c16, 14, 14)
+
+
+def test_resnet_needs_a_weights_file():
+    with pytest.raises(ModelError, match="resnet18 needs a torchvision-format weights file"):
+        load_backbone("resnet18")
+
+
+def test_resnet_loads_a_torchvision_state_dict(tmp_path: Path):
+    """torchvision's keys and shapes (conv1, bn1, layer1..4, fc); layer4/fc are ignored."""
+    ref = ResNet(BasicBlock, [2, 2, 2], 64)
+    state = dict(ref.state_dict())
+    state["layer4.0.conv1.weight"] = torch.zeros(512, 256, 3, 3)  # present in real files
+    state["fc.weight"] = torch.zeros(1000, 512)
+    f = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(state, f)
+    bb = load_backbone("resnet18", f)
+    assert bb.channels == {"stride8": 128, "stride16": 256}
+    assert torch.equal(bb.module.state_dict()["conv1.weight"], state["conv1.weight"])
+
+
+def test_mismatched_weights_name_file_and_shape(tmp_path: Path):
+    state = dict(ResNet(BasicBlock, [2, 2, 2], 64).state_dict())
+    state["layer2.0.conv1.weight"] = torch.zeros(64, 64, 3, 3)
+    f = tmp_path / "wrong.pth"
+    torch.save(state, f)
+    with pytest.raises(ModelError) as e:
+        load_backbone("resnet18", f)
+    assert "wrong.pth" in str(e.value) and "(128, 64, 3, 3)" in str(e.value)
+
+
+def test_missing_keys_and_missing_file(tmp_path: Path):
+    f = tmp_path / "partial.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, f)
+    with pytest.raises(ModelError, match=r"partial.pth: not a resnet50 state dict"):
+        load_backbone("resnet50", f)
+    with pytest.raises(ModelError, match="weights file not found"):
+        load_backbone("resnet18", tmp_path / "absent.pth")
+    with pytest.raises(ModelError, match="unknown backbone 'vgg16'"):
+        load_backbone("vgg16")

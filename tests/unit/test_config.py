@@ -1,0 +1,41 @@
+"""Configuration errors name the file, the key and the reason."""
+
+from pathlib import Path
+
+import pytest
+
+from station.config import load_config
+from station.errors import ConfigError
+
+
+def test_defaults_load():
+    cfg = load_config()
+    assert cfg.camera.source == "replay" and cfg.model.runtime in ("onnx", "torch")
+
+
+def test_unknown_key_names_file_key_and_suggestion(tmp_path: Path):
+    f = tmp_path / "line3.toml"
+    f.write_text("[model]\nbackbon = 'resnet18'\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    msg = str(e.value)
+    assert "line3.toml" in msg and "backbon" in msg and "did you mean 'backbone'" in msg
+
+
+def test_wrong_type_and_value(tmp_path: Path):
+    f = tmp_path / "c.toml"
+    f.write_text("[model]\nimage_size = 'big'\n")
+    with pytest.raises(ConfigError, match=r"model.image_size: expected an integer"):
+        load_config(f)
+    f.write_text("[model]\nruntime = 'cuda'\n")
+    with pytest.raises(ConfigError, match=r"model.runtime: 'cuda' is not one of"):
+        load_config(f)
+
+
+def test_missing_and_broken_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
