@@ -1,0 +1,122 @@
+"""Start the operator GUI around a running line: `station run` (without --headless) lands here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from PySide6.QtCore import QTimer, QtMsgType, qInstallMessageHandler
+from PySide6.QtWidgets import QApplication
+
+from station.config import StationConfig
+from station.inspect.result import StationState
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 30.0
+WINDOW_SIZE = (1280, 800)  # the smallest supported panel; windowed mode opens at this size
+# Harmless platform chatter that would otherwise fill a service's journal on every resize.
+_QUIET = ("propagateSizeHints",)
+
+
+def _qt_message(mode: QtMsgType, context: Any, message: str) -> None:
+    if any(q in message for q in _QUIET):
+        return
+    level = {
+        QtMsgType.QtDebugMsg: logging.DEBUG,
+        QtMsgType.QtInfoMsg: logging.INFO,
+        QtMsgType.QtWarningMsg: logging.WARNING,
+    }.get(mode, logging.ERROR)
+    logging.getLogger("qt").log(level, "%s", message)
+
+
+def application() -> QApplication:
+    """The process's QApplication (created once), with Qt's messages routed to logging."""
+    app = QApplication.instance()
+    if app is None:
+        qInstallMessageHandler(_qt_message)
+        app = QApplication(sys.argv[:1])
+        app.setApplicationName("station")
+    assert isinstance(app, QApplication)
+    return app
+
+
+def display_problem() -> str | None:
+    """Why no window can open here (Linux without a display and no QPA chosen), else None."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return (
+        "no display (neither DISPLAY nor WAYLAND_DISPLAY is set): run `station run --headless`, "
+        "or set QT_QPA_PLATFORM (e.g. eglfs on a kiosk panel, offscreen for a smoke test)"
+    )
+
+
+def run_gui(
+    cfg: StationConfig, data_dir: Path, *, kiosk: bool = False, max_frames: int | None = None
+) -> int:
+    """Open the operator screen on the configured line; returns the exit code (0 = clean stop).
+
+    `kiosk` shows it full screen. With `max_frames` the line stops by itself and the window
+    closes after it (demos, smoke tests). SIGTERM / Ctrl-C stop the line without asking.
+    """
+    problem = display_problem()
+    if problem is not None:
+        print(f"station run: {problem}", file=sys.stderr)
+        return 2
+    from station.gui.main_window import MainWindow
+    from station.inspect.pipeline import Line
+
+    app = application()
+    line = Line(cfg, data_dir, max_frames=max_frames)
+    window = MainWindow(line, cfg, kiosk=kiosk, close_when_stopped=max_frames is not None)
+    previous_hook = sys.excepthook
+
+    def _hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        # An uncaught error in a slot: the full traceback goes to the log, the operator gets one
+        # readable line in the notice bar (and the events table), never a traceback dialog.
+        log.error("uncaught: %s", "".join(traceback.format_exception(kind, exc, tb)))
+        try:
+            window.report_error(f"{kind.__name__}: {exc}")
+        except Exception:
+            log.exception("could not show the error")
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received: stopping the line", signal.Signals(signum).name)
+        window.confirm_close()
+
+    sys.excepthook = _hook
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    # Python runs signal handlers only between bytecodes; Qt's loop is C++, so wake it up.
+    pulse = QTimer()
+    pulse.timeout.connect(lambda: None)
+    pulse.start(200)
+    try:
+        line.start()
+        if kiosk:
+            window.showFullScreen()
+        else:
+            window.resize(*WINDOW_SIZE)
+            window.show()
+        app.exec()
+    finally:
+        pulse.stop()
+        sys.excepthook = previous_hook
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        clean = line.stop(STOP_TIMEOUT_S, reason="window closed")
+    status = line.status()
+    if status.state == StationState.FAILED:
+        log.error("the line failed: %s", status.reason)
+        return 1
+    return 0 if clean else 1
+
+
+run = run_gui  # the name `station run` looks up

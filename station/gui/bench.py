@@ -1,0 +1,205 @@
+"""Measure the GUI's cost: GUI-thread time per display update, and inspection throughput with the
+window open against the same line headless, in one run on the same data and model."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from station.config import StationConfig
+from station.errors import StationError
+from station.inspect.result import StationState
+
+READY_TIMEOUT_S = 600.0  # the first start may build the demo model
+_DONE = (StationState.STOPPED, StationState.FAILED)
+
+
+def replay_at(cfg: StationConfig, fps: float) -> StationConfig:
+    """The config with the replay camera at `fps` (0: its full rate, as fast as it is read)."""
+    replay = dataclasses.replace(cfg.camera.replay, fps=float(fps))
+    return dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, replay=replay))
+
+
+def _ms(values: Any) -> dict[str, float] | None:
+    a = np.asarray(list(values), np.float64)
+    if a.size == 0:
+        return None
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return {
+        "n": int(a.size),
+        "p50": round(float(p50), 3),
+        "p95": round(float(p95), 3),
+        "p99": round(float(p99), 3),
+        "mean": round(float(a.mean()), 3),
+        "max": round(float(a.max()), 3),
+    }
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _wait_running(line: Any, pump: Any = None) -> None:
+    """Until the first part is inspected (model loaded or built, camera open)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        st = line.status()
+        if st.counters.inspected > 0 and st.state == StationState.RUNNING:
+            return
+        if st.state in _DONE or st.state == StationState.MODEL_MISSING:
+            raise StationError(f"the line did not start: {st.state.value}: {st.reason}")
+        if pump is not None:
+            pump(100)
+        else:
+            time.sleep(0.1)
+    raise StationError(f"the line did not inspect a part within {READY_TIMEOUT_S:.0f} s")
+
+
+def _measure(line: Any, seconds: float, pump: Any = None) -> dict[str, Any]:
+    """Inspected parts per second over `seconds` (counted from the line's own counters)."""
+    s0 = line.status().counters
+    t0 = time.monotonic()
+    if pump is not None:
+        pump(int(seconds * 1000))
+    else:
+        time.sleep(seconds)
+    t1 = time.monotonic()
+    s1 = line.status()
+    if s1.state in _DONE:
+        raise StationError(f"the line stopped during the measurement: {s1.reason}")
+    n = s1.counters.inspected - s0.inspected
+    return {
+        "seconds": round(t1 - t0, 3),
+        "inspected": n,
+        "parts_per_s": round(n / (t1 - t0), 3),
+        "dropped_frames": s1.counters.dropped - s0.dropped,
+        "latency_p50_ms": round(s1.counters.latency_p50_ms, 1),
+        "latency_p95_ms": round(s1.counters.latency_p95_ms, 1),
+    }
+
+
+def run_headless(
+    cfg: StationConfig, data_dir: Path, seconds: float, warmup: float
+) -> dict[str, Any]:
+    """The line alone: warm up, then count parts for `seconds`."""
+    from station.inspect.pipeline import Line
+
+    line = Line(cfg, data_dir)
+    try:
+        line.start()
+        _wait_running(line)
+        time.sleep(warmup)
+        return _measure(line, seconds)
+    finally:
+        line.stop(30.0, reason="bench finished")
+
+
+def run_with_gui(
+    cfg: StationConfig,
+    data_dir: Path,
+    seconds: float,
+    warmup: float,
+    size: tuple[int, int],
+    screenshot: Path | None = None,
+) -> dict[str, Any]:
+    """The same line with the operator window open, driven by a real Qt event loop."""
+    from PySide6.QtCore import QEventLoop, Qt, QTimer
+
+    from station.gui.app import application
+    from station.gui.main_window import MainWindow
+    from station.inspect.pipeline import Line
+
+    app = application()
+    line = Line(cfg, data_dir)
+    window = MainWindow(line, cfg)
+
+    def pump(ms: int) -> None:
+        # A real event loop (timers, posted paints), not a polling processEvents() loop.
+        loop = QEventLoop()
+        timer = QTimer()
+        timer.setSingleShot(True)
+        timer.setTimerType(Qt.TimerType.PreciseTimer)
+        timer.timeout.connect(loop.quit)
+        timer.start(ms)
+        loop.exec()
+
+    try:
+        window.resize(*size)
+        window.show()
+        line.start()
+        _wait_running(line, pump)
+        pump(int(warmup * 1000))
+        window.reset_stats()
+        throughput = _measure(line, seconds, pump)
+        if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            window.grab().save(str(screenshot))
+        updates = list(window.update_ms)
+        cpu = list(window.update_cpu_ms)
+        idle = list(window.idle_tick_ms)
+        gui = {
+            "display_hz": cfg.gui.display_hz,
+            "window": f"{size[0]}x{size[1]}",
+            "update_ms": _ms(updates),
+            "update_cpu_ms": _ms(cpu),
+            "idle_tick_ms": _ms(idle),
+            "updates_over_16ms": int(sum(u > 16.0 for u in updates)),
+            "pictures_shown": window.shown_count,
+            "pictures_skipped": max(0, throughput["inspected"] - window.shown_count),
+        }
+        return {"throughput": throughput, "gui": gui}
+    finally:
+        window._can_close = True  # the bench closes without the operator's confirmation
+        line.stop(30.0, reason="bench finished")
+        window.close()
+        app.processEvents()
+
+
+def bench_gui(
+    cfg: StationConfig,
+    data_dir: Path,
+    *,
+    seconds: float = 120.0,
+    warmup: float = 10.0,
+    size: tuple[int, int] = (1280, 800),
+    screenshot: Path | None = None,
+    fps: float = 0.0,
+) -> dict[str, Any]:
+    """Headless first, then with the GUI, each `seconds` long after `warmup`; both figures."""
+    cfg = replay_at(cfg, fps)
+    load_before = _load()
+    headless = run_headless(cfg, data_dir, seconds, warmup)
+    with_gui = run_with_gui(cfg, data_dir, seconds, warmup, size, screenshot)
+    h, g = headless["parts_per_s"], with_gui["throughput"]["parts_per_s"]
+    ratio = g / h if h else float("nan")
+    upd = with_gui["gui"]["update_ms"] or {}
+    return {
+        "camera": f"replay at {'full rate (fps 0)' if fps <= 0 else f'{fps:g} fps'}",
+        "camera_source": cfg.camera.source,
+        "model_runtime": cfg.model.runtime,
+        "data_dir": str(data_dir),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "qt_platform": os.environ.get("QT_QPA_PLATFORM", ""),
+            "loadavg_before": load_before,
+            "loadavg_after": _load(),
+        },
+        "headless": headless,
+        "with_gui": with_gui["throughput"],
+        "gui": with_gui["gui"],
+        "throughput_ratio_gui_vs_headless": round(ratio, 4),
+        "verdict": {
+            "gui_update_p95_ms_le_16": bool(upd.get("p95", float("inf")) <= 16.0),
+            "throughput_within_5_percent": bool(ratio >= 0.95),
+        },
+    }

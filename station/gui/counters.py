@@ -1,0 +1,125 @@
+"""Shift counters: inspected, NOK, NOK rate, throughput, latency p50/p95, dropped frames."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QFont, QFontMetrics, QPainter, QPaintEvent, QPalette
+from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+from station.inspect.result import Counters
+
+# (key, caption) in reading order: the two numbers an operator checks first come first.
+TILES = (
+    ("inspected", "Inspected"),
+    ("nok", "NOK"),
+    ("nok_rate", "NOK rate"),
+    ("throughput", "Parts / min"),
+    ("latency", "Latency p50 / p95"),
+    ("dropped", "Dropped frames"),
+)
+
+
+def counter_texts(c: Counters) -> dict[str, str]:
+    """The text of each tile for one set of counters."""
+    return {
+        "inspected": f"{c.inspected:,}",
+        "nok": f"{c.nok:,}",
+        "nok_rate": f"{100.0 * c.nok_rate:.1f} %",
+        "throughput": f"{c.throughput_per_min:.0f}",
+        "latency": f"{c.latency_p50_ms:.0f} / {c.latency_p95_ms:.0f} ms",
+        "dropped": f"{c.dropped:,}",
+    }
+
+
+class Readout(QWidget):
+    """A large number that shrinks its font to fit its width instead of being cut off.
+
+    Its size hint does not follow the text, so a new value never re-lays out the panel.
+    """
+
+    def __init__(self, parent: QWidget | None = None, *, points: int = 26, min_points: int = 18):
+        super().__init__(parent)
+        self.setObjectName("Value")
+        self._text = "-"
+        self._points = points
+        self._min_points = min_points
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        font = QFont(self.font())
+        font.setPointSize(points)
+        font.setBold(True)
+        self.setFixedHeight(QFontMetrics(font).height())
+
+    def text(self) -> str:
+        """The value shown."""
+        return self._text
+
+    def setText(self, text: str) -> None:
+        """Show `text` (repaints this widget only)."""
+        if text != self._text:
+            self._text = text
+            self.update()
+
+    def sizeHint(self) -> QSize:
+        return QSize(120, self.height())
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        p = QPainter(self)
+        font = QFont(self.font())
+        font.setBold(True)
+        size = self._points
+        font.setPointSize(size)
+        while (
+            size > self._min_points
+            and QFontMetrics(font).horizontalAdvance(self._text) > self.width()
+        ):
+            size -= 1
+            font.setPointSize(size)
+        p.setFont(font)
+        p.setPen(self.palette().color(QPalette.ColorRole.WindowText))
+        p.drawText(
+            self.rect(), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, self._text
+        )
+        p.end()
+
+
+class CountersPanel(QFrame):
+    """A 3 x 2 grid of large numbers with captions above them."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("Card")
+        grid = QGridLayout(self)
+        grid.setContentsMargins(12, 8, 12, 8)
+        grid.setHorizontalSpacing(16)
+        grid.setVerticalSpacing(6)
+        self.values: dict[str, Readout] = {}
+        for i, (key, caption) in enumerate(TILES):
+            tile = QWidget(self)
+            box = QVBoxLayout(tile)
+            box.setContentsMargins(0, 0, 0, 0)
+            box.setSpacing(0)
+            cap = QLabel(caption, tile)
+            cap.setObjectName("Caption")
+            value = Readout(tile)
+            cap.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            box.addWidget(cap)
+            box.addWidget(value)
+            grid.addWidget(tile, i // 3, i % 3)
+            # The middle column holds the widest value (latency "p50 / p95 ms").
+            grid.setColumnStretch(i % 3, 4 if i % 3 == 1 else 3)
+            self.values[key] = value
+        self._shown: dict[str, str] = {}
+
+    def set_counters(self, counters: Counters) -> bool:
+        """Show `counters`; True when a number changed (unchanged ones are not touched)."""
+        changed = False
+        for key, text in counter_texts(counters).items():
+            if self._shown.get(key) != text:
+                self.values[key].setText(text)
+                self._shown[key] = text
+                changed = True
+        return changed
+
+    def text(self, key: str) -> str:
+        """The text a tile shows now (tests read the screen, not the model)."""
+        return self.values[key].text()

@@ -1,0 +1,252 @@
+"""A strip of the latest NOK parts; tapping one opens it large with overlay, score and time."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from station.gui.image_view import ImageView, to_qimage
+from station.gui.overlay import compose, fit_size
+from station.gui.theme import Theme
+from station.inspect.result import InspectionResult
+
+KEEP_SIDE = 1024  # NOK parts kept for the detail view are reduced to this long side
+THUMB_ASPECT = 1.3  # width / height: room for "score  hh:mm" under a square picture
+
+
+def reduced(result: InspectionResult, side: int = KEEP_SIDE) -> InspectionResult:
+    """A copy small enough to keep a dozen of: image and map scaled to `side` (long side)."""
+    h, w = result.image.shape[:2]
+    if max(h, w) <= side:
+        return result
+    tw, th = fit_size(h, w, side, side)
+    image = cv2.resize(result.image, (tw, th), interpolation=cv2.INTER_AREA)
+    amap = result.anomaly_map
+    if amap is not None:
+        amap = cv2.resize(
+            amap.astype(np.float32, copy=False), (tw, th), interpolation=cv2.INTER_LINEAR
+        )
+    return dataclasses.replace(result, image=image, anomaly_map=amap)
+
+
+def clock(t: float) -> str:
+    """Local wall-clock time of an epoch timestamp."""
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+class Thumb(QAbstractButton):
+    """One NOK part: its picture with the overlay, the score and the time under it."""
+
+    def __init__(self, result: InspectionResult, theme: Theme, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.result = result
+        self._theme = theme
+        self.setObjectName("Thumb")
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self._rgb: np.ndarray | None = None
+        self._qimage: QImage | None = None
+        self._made_for: QSize | None = None
+
+    def set_theme(self, theme: Theme) -> None:
+        """Use the colours of `theme`."""
+        self._theme = theme
+        self.update()
+
+    def _picture(self, size: QSize) -> QImage:
+        if self._qimage is None or self._made_for != size:
+            r = self.result
+            self._rgb = compose(
+                r.image,
+                r.anomaly_map,
+                r.threshold,
+                (size.width(), size.height()),
+                opacity=0.5,
+                mark_peak=True,
+            )
+            self._qimage = to_qimage(self._rgb)
+            self._made_for = QSize(size)
+        return self._qimage
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        t = self._theme
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        rect = QRectF(self.rect()).adjusted(2, 2, -2, -2)
+        p.setPen(QColor(t.color("nok")))
+        p.setBrush(QColor(t.color("panel2")))
+        p.drawRoundedRect(rect, 8, 8)
+        font = QFont(self.font())
+        font.setPointSize(12)
+        font.setBold(True)
+        p.setFont(font)
+        line_h = p.fontMetrics().height()
+        pic_box = rect.adjusted(4, 4, -4, -4 - line_h)
+        img = self._picture(QSize(int(pic_box.width()), int(pic_box.height())))
+        p.drawImage(
+            QRectF(
+                pic_box.left() + (pic_box.width() - img.width()) / 2,
+                pic_box.top() + (pic_box.height() - img.height()) / 2,
+                img.width(),
+                img.height(),
+            ),
+            img,
+        )
+        text_box = QRectF(rect.left(), rect.bottom() - line_h - 2, rect.width(), line_h)
+        p.setPen(QColor(t.color("text")))
+        p.drawText(
+            text_box,
+            Qt.AlignmentFlag.AlignCenter,
+            f"{self.result.score:.1f}  {clock(self.result.timestamp)[:5]}",
+        )
+        if self.isDown():
+            p.fillRect(rect, QColor(255, 255, 255, 60))
+        p.end()
+
+
+class NokStrip(QFrame):
+    """The newest NOK parts, newest on the left; emits `opened(result)` when one is tapped."""
+
+    opened = Signal(object)
+
+    def __init__(self, theme: Theme, parent: QWidget | None = None, *, keep: int = 12) -> None:
+        super().__init__(parent)
+        self.setObjectName("Card")
+        self._theme = theme
+        self.results: deque[InspectionResult] = deque(maxlen=keep)
+        self.thumbs: list[Thumb] = []
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(10, 6, 10, 6)
+        lay.setSpacing(8)
+        self.caption = QLabel("Latest\nNOK parts", self)
+        self.caption.setObjectName("Caption")
+        self.caption.setFixedWidth(120)
+        lay.addWidget(self.caption)
+        self.row = QHBoxLayout()
+        self.row.setSpacing(8)
+        lay.addLayout(self.row, 1)
+        self.empty = QLabel("No NOK part yet", self)
+        self.empty.setObjectName("Caption")
+        self.row.addWidget(self.empty)
+        self.row.addStretch(1)
+
+    def set_theme(self, theme: Theme) -> None:
+        """Use the colours of `theme`."""
+        self._theme = theme
+        for t in self.thumbs:
+            t.set_theme(theme)
+
+    def add(self, result: InspectionResult) -> None:
+        """Put a NOK part first; the oldest goes when the strip is full or out of room."""
+        result = reduced(result)
+        self.results.appendleft(result)
+        thumb = Thumb(result, self._theme, self)
+        thumb.setFixedSize(self._thumb_size())
+        thumb.clicked.connect(lambda _=False, r=result: self.opened.emit(r))
+        self.empty.hide()
+        self.row.insertWidget(0, thumb)
+        self.thumbs.insert(0, thumb)
+        self._trim()
+
+    def _thumb_size(self) -> QSize:
+        h = max(96, self.height() - 14)
+        return QSize(int(h * THUMB_ASPECT), h)
+
+    def _trim(self) -> None:
+        # Thumbnails take the strip's height; drop the ones that no longer fit instead of
+        # squeezing them below a finger's width.
+        size = self._thumb_size()
+        for t in self.thumbs:
+            if t.size() != size:
+                t.setFixedSize(size)
+        room = max(1, int((self.width() - self.caption.width() - 30) // (size.width() + 8)))
+        while len(self.thumbs) > min(room, self.results.maxlen or room):
+            old = self.thumbs.pop()
+            self.row.removeWidget(old)
+            old.deleteLater()
+
+    def resizeEvent(self, event: object) -> None:
+        self._trim()
+
+
+class NokDetail(QWidget):
+    """One NOK part large: picture with overlay (zoomable), score, limit, time, part."""
+
+    def __init__(self, theme: Theme, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(20)
+        self.view = ImageView(theme, self, interactive=False)
+        lay.addWidget(self.view, 3)
+        side = QVBoxLayout()
+        side.setSpacing(10)
+        grid = QGridLayout()
+        grid.setVerticalSpacing(2)
+        self.values: dict[str, QLabel] = {}
+        for i, (key, caption) in enumerate(
+            (
+                ("verdict", "Verdict"),
+                ("score", "Score / limit"),
+                ("time", "Time"),
+                ("part", "Part"),
+                ("model", "Model"),
+            )
+        ):
+            cap = QLabel(caption, self)
+            cap.setObjectName("Caption")
+            val = QLabel("-", self)
+            val.setObjectName("Stat")
+            val.setWordWrap(True)
+            grid.addWidget(cap, 2 * i, 0)
+            grid.addWidget(val, 2 * i + 1, 0)
+            self.values[key] = val
+        side.addLayout(grid)
+        side.addStretch(1)
+        self.overlay_button = QPushButton("Overlay ON", self)
+        self.overlay_button.setCheckable(True)
+        self.overlay_button.setChecked(True)
+        self.overlay_button.toggled.connect(self._toggle_overlay)
+        side.addWidget(self.overlay_button)
+        lay.addLayout(side, 1)
+        self.result: InspectionResult | None = None
+
+    def set_theme(self, theme: Theme) -> None:
+        """Use the colours of `theme`."""
+        self.view.set_theme(theme)
+
+    def _toggle_overlay(self, on: bool) -> None:
+        self.overlay_button.setText("Overlay ON" if on else "Overlay OFF")
+        self.view.set_overlay_enabled(on)
+
+    def show_result(self, result: InspectionResult, opacity: float) -> None:
+        """Fill the view with `result`."""
+        self.result = result
+        self.view.set_opacity(opacity)
+        self.view.show_still(result)
+        v = self.values
+        v["verdict"].setText(result.verdict.value)
+        v["score"].setText(f"{result.score:.2f} / {result.threshold:.2f}")
+        v["time"].setText(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result.timestamp)))
+        part = f"#{result.frame_id}"
+        if result.label:
+            part += f" ({result.label})"
+        v["part"].setText(part)
+        v["model"].setText(result.model_version or "-")

@@ -1,0 +1,396 @@
+"""The operator screen on the real line: replay camera, real model, real records (SQLite).
+
+One line and one window serve the module's tests, in order (a shift seen through one screen):
+verdicts, overlay, NOK detail, drift, counters vs records, camera loss, disk full, errors, close.
+Every state is saved as PNG in both themes and both screen sizes (see `shoot`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pyqtgraph")
+
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtWidgets import QApplication
+
+from station.inspect.result import StationState, Verdict
+
+pytestmark = pytest.mark.slow
+
+SIZES = ((1280, 800), (1920, 1080))
+THEMES = ("dark", "light")
+WAIT_S = 40.0  # generous: the machine running the tests may be busy
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S, what: str = "") -> None:
+    """Run the Qt event loop until `predicate()` holds (the display timer keeps ticking)."""
+    app = QApplication.instance()
+    assert app is not None
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def settle(ms: int = 60) -> None:
+    """Let layouts and repaints run."""
+    app = QApplication.instance()
+    assert app is not None
+    end = time.monotonic() + ms / 1000
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.005)
+
+
+class Shooter:
+    """Saves the window in both themes and both sizes with the display held still."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.saved: list[Path] = []
+
+    def __call__(self, window: Any, state: str) -> list[Path]:
+        """Freeze the display, save `state` 4 times, restore theme, size and the timer."""
+        theme0, size0 = window.theme.name, (window.width(), window.height())
+        window.timer.stop()  # the picture must be the same in all four
+        out = []
+        try:
+            for theme in THEMES:
+                window.apply_theme(theme)
+                for w, h in SIZES:
+                    window.resize(w, h)
+                    settle()
+                    path = self.folder / f"{state}-{theme}-{w}x{h}.png"
+                    assert window.grab().save(str(path)), path
+                    out.append(path)
+        finally:
+            window.apply_theme(theme0)
+            window.resize(*size0)
+            window.timer.start()
+            settle()
+        self.saved += out
+        return out
+
+
+@pytest.fixture(scope="module")
+def shoot(screenshot_dir: Path) -> Shooter:
+    """The module's screenshot taker."""
+    return Shooter(screenshot_dir)
+
+
+@pytest.fixture(scope="module")
+def station(qapp: Any, make_data_dir: Any, gui_config: Any) -> Iterator[tuple[Any, Any, Path]]:
+    """(line, window, data_dir): the real line on the replay camera with the operator window."""
+    from station.gui.main_window import MainWindow
+    from station.inspect.pipeline import Line
+
+    data = make_data_dir()
+    cfg = gui_config(data)
+    line = Line(cfg, data)
+    window = MainWindow(line, cfg)
+    window.resize(*SIZES[0])
+    window.show()
+    line.start()
+    yield line, window, data
+    window._can_close = True
+    line.stop(30.0)
+    window.close()
+    replay = data / "replay"
+    if not replay.exists() and (data / "replay.gone").exists():
+        (data / "replay.gone").rename(replay)
+
+
+def test_banner_turns_nok_on_defect_and_ok_on_good(
+    station: Any, shoot: Shooter, record_property: Any
+) -> None:
+    line, window, _ = station
+    record_property("screenshots", str(shoot.folder))
+    wait_until(lambda: line.status().state == StationState.RUNNING, what="the line running")
+
+    def showing(verdict: Verdict, good: bool) -> bool:
+        r = window.shown
+        return (
+            r is not None
+            and r.verdict == verdict
+            and (r.label == "good") == good
+            and window.banner.state.kind == verdict.value.lower()
+        )
+
+    wait_until(lambda: showing(Verdict.NOK, good=False), what="NOK on a defective part")
+    assert window.banner.state.title == "NOK"
+    assert f"{window.shown.score:.2f}" in window.banner.state.detail
+    shoot(window, "01-nok")
+    wait_until(lambda: showing(Verdict.OK, good=True), what="OK on a good part")
+    assert window.banner.state.title == "OK"
+    shoot(window, "02-ok")
+    # The verdict colours come from the theme: green for OK, red for NOK, white text on both.
+    bg, fg = window.banner.colors()
+    assert bg.name() == window.theme.color("ok") and fg.name() == "#ffffff"
+
+
+def test_overlay_toggle_and_opacity_change_the_drawn_image(
+    station: Any, qtbot: Any, shoot: Shooter
+) -> None:
+    _, window, _ = station
+    view = window.image
+    wait_until(
+        lambda: view.result is not None and view.result.verdict == Verdict.NOK,
+        what="a NOK part in the image view",
+    )
+    # Tap: freeze on this NOK part (2x zoom around the tap), the banner stays live.
+    qtbot.mouseClick(
+        view, Qt.MouseButton.LeftButton, pos=QPoint(view.width() // 2, view.height() // 2)
+    )
+    assert view.frozen and view.view.zoom == 2.0 and view.live_button.isVisible()
+    frozen = view.result
+    assert frozen is not None and frozen.anomaly_map is not None
+
+    def drawn() -> np.ndarray:
+        settle(80)
+        img = view.grab().toImage()
+        ptr = img.constBits()
+        arr = np.frombuffer(ptr, np.uint8).reshape(img.height(), img.bytesPerLine())
+        return arr.copy()
+
+    with_overlay = drawn()
+    qtbot.mouseClick(window.overlay_button, Qt.MouseButton.LeftButton)
+    assert not window.overlay_button.isChecked() and window.overlay_button.text() == "Overlay OFF"
+    without = drawn()
+    assert np.mean(with_overlay != without) > 0.001, "overlay off did not change the image"
+    qtbot.mouseClick(window.overlay_button, Qt.MouseButton.LeftButton)
+    assert drawn().tobytes() == with_overlay.tobytes()  # same frozen part, same picture
+    for _ in range(3):
+        qtbot.mouseClick(window.more_button, Qt.MouseButton.LeftButton)
+    assert view.opacity == pytest.approx(min(1.0, window.cfg.gui.overlay_opacity + 0.45))
+    assert window.opacity_label.text() == f"{round(view.opacity * 100)} %"
+    stronger = drawn()
+    assert np.mean(stronger != with_overlay) > 0.001, "opacity did not change the image"
+    assert view.result is frozen  # still the same part: only the overlay changed
+    shoot(window, "03-frozen-zoom-overlay")
+    window.set_opacity(window.cfg.gui.overlay_opacity)
+    qtbot.mouseClick(view.live_button, Qt.MouseButton.LeftButton)
+    assert not view.frozen
+    wait_until(lambda: view.result is not frozen, what="the live picture again")
+
+
+def test_nok_thumbnail_opens_the_detail_view(station: Any, qtbot: Any, shoot: Shooter) -> None:
+    _, window, _ = station
+    strip = window.nok_strip
+    wait_until(lambda: len(strip.thumbs) >= 2, what="two NOK thumbnails")
+    thumb = strip.thumbs[0]
+    assert thumb.width() >= 48 and thumb.height() >= 48  # a gloved finger's target
+    qtbot.mouseClick(thumb, Qt.MouseButton.LeftButton)
+    settle()
+    assert window.nok_sheet.isVisible()
+    detail = window.nok_detail
+    r = thumb.result
+    assert detail.result is r and r.verdict == Verdict.NOK
+    assert detail.values["score"].text() == f"{r.score:.2f} / {r.threshold:.2f}"
+    assert time.strftime("%H:%M:%S", time.localtime(r.timestamp)) in detail.values["time"].text()
+    assert detail.view.image_rgb() is not None
+    shoot(window, "04-nok-detail")
+    qtbot.mouseClick(window.nok_sheet.close_button, Qt.MouseButton.LeftButton)
+    assert not window.nok_sheet.isVisible()
+
+
+def test_drift_panel_opens_and_shows_the_statistics(
+    station: Any, qtbot: Any, shoot: Shooter
+) -> None:
+    line, window, _ = station
+    need = window.cfg.drift.min_samples
+    wait_until(
+        lambda: (d := line.status().drift) is not None and len(d.recent) >= need,
+        what=f"{need} good parts for the drift monitor",
+    )
+    wait_until(lambda: window.drift_light.level is not None, what="the drift light")
+    qtbot.mouseClick(window.drift_light, Qt.MouseButton.LeftButton)
+    settle()
+    assert window.drift_sheet.isVisible()
+    panel = window.drift_panel
+    shown = panel.status
+    assert shown is not None and len(shown.recent) >= need
+    assert panel.text("level") == shown.level.value.upper()
+    assert panel.text("mean") == f"{shown.mean_shift_sd:+.2f} sd"
+    assert panel.text("ks").startswith(f"{shown.ks_statistic:.3f}")
+    assert panel.text("window") == f"{len(shown.recent)} of {window.cfg.drift.window}"
+    # Both histograms are drawn: the baseline and the recent good parts.
+    for curve in (panel.baseline_curve, panel.recent_curve):
+        x, y = curve.getData()
+        assert x is not None and len(x) > 1 and float(np.sum(y)) == pytest.approx(100.0)
+    shoot(window, "05-drift-panel")
+    qtbot.mouseClick(window.drift_sheet.close_button, Qt.MouseButton.LeftButton)
+    assert not window.drift_sheet.isVisible()
+
+
+def test_counters_match_the_records_in_sqlite(station: Any, qtbot: Any, shoot: Shooter) -> None:
+    line, window, _ = station
+    qtbot.mouseClick(window.pause_button, Qt.MouseButton.LeftButton)
+    wait_until(lambda: window.banner.state.title == "PAUSED", what="the paused banner")
+    assert window.banner.state.kind == "amber" and window.pause_button.text() == "Resume"
+    # Frames already queued are still inspected: wait until the count stands still.
+    last = [-1, time.monotonic()]
+
+    def still() -> bool:
+        n = line.status().counters.inspected
+        if n != last[0]:
+            last[:] = [n, time.monotonic()]
+        return time.monotonic() - last[1] > 1.0
+
+    wait_until(still, what="the counters to stand still")
+    assert line.recorder.flush(10.0)
+    c = line.status().counters
+    wait_until(lambda: window.counters.text("inspected") == f"{c.inspected:,}", what="the GUI")
+    rows = line.recorder.query_inspections()
+    nok_rows = [r for r in rows if r.verdict == Verdict.NOK]
+    shifts = line.recorder.reader().all_shift_counts()
+    text = window.counters.text
+    assert int(text("inspected").replace(",", "")) == len(rows) == sum(s.inspected for s in shifts)
+    assert int(text("nok").replace(",", "")) == len(nok_rows) == sum(s.nok for s in shifts)
+    assert text("nok_rate") == f"{100.0 * len(nok_rows) / len(rows):.1f} %"
+    assert int(text("dropped").replace(",", "")) == sum(s.dropped for s in shifts)
+    assert text("latency") == f"{c.latency_p50_ms:.0f} / {c.latency_p95_ms:.0f} ms"
+    shoot(window, "06-paused")
+    qtbot.mouseClick(window.pause_button, Qt.MouseButton.LeftButton)
+    wait_until(lambda: line.status().state == StationState.RUNNING, what="running again")
+    wait_until(lambda: window.pause_button.text() == "Pause", what="the Pause button back")
+
+
+def test_camera_loss_shows_amber_and_recovers(station: Any, shoot: Shooter) -> None:
+    line, window, data = station
+    replay = data / "replay"
+    before = line.status().counters.inspected
+    wait_until(lambda: line.status().counters.inspected > before, what="parts flowing")
+    replay.rename(data / "replay.gone")  # the cable is pulled
+    try:
+        wait_until(
+            lambda: window.banner.state.title == "CAMERA LOST", what="the camera-lost banner"
+        )
+        assert window.banner.state.kind == "amber"
+        assert "Reconnecting" in window.banner.state.detail
+        assert "replay" in window.banner.state.detail  # the reason, in words
+        shoot(window, "07-camera-lost")
+    finally:
+        (data / "replay.gone").rename(replay)  # and plugged back in
+    lost_at = line.status().counters.inspected
+    wait_until(
+        lambda: (
+            line.status().state == StationState.RUNNING
+            and line.status().counters.inspected > lost_at
+        ),
+        what="the line to reconnect and inspect again",
+    )
+    wait_until(lambda: window.banner.state.kind in ("ok", "nok"), what="a verdict on the banner")
+    events = (
+        [e.message for e in line.recorder.query_events(kind="state")]
+        if line.recorder.flush()
+        else []
+    )
+    assert any("camera lost" in m for m in events), events
+
+
+def test_disk_full_is_amber_with_the_reason(station: Any, shoot: Shooter) -> None:
+    """Disk full is shown from the status snapshot; here that snapshot is constructed (filling a
+    real disk is not something a test should do): the line's own status with the recorder's
+    disk-full alarm added."""
+    line, window, _ = station
+
+    class DiskFull:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(line, name)
+
+        def status(self) -> Any:
+            return dataclasses.replace(
+                line.status(), alarms=("disk full: 12 results not recorded",), disk_free_mb=3.0
+            )
+
+    window.line = DiskFull()
+    try:
+        wait_until(lambda: window.banner.state.title == "DISK FULL", what="the disk-full banner")
+        assert window.banner.state.kind == "amber"
+        assert "12 results not recorded" in window.banner.state.detail
+        assert window.status_bar.text("disk") == "disk 3 MB free"
+        shoot(window, "08-disk-full")
+    finally:
+        window.line = line
+    wait_until(lambda: window.banner.state.kind in ("ok", "nok"), what="the verdict back")
+
+
+def test_errors_reach_the_operator_and_are_recorded(
+    station: Any, qtbot: Any, shoot: Shooter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    line, window, _ = station
+    calls = [0]
+    real = window.banner.show_state
+
+    def broken(state: Any) -> bool:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("banner font missing")
+        return real(state)
+
+    monkeypatch.setattr(window.banner, "show_state", broken)
+    wait_until(lambda: window.notice.isVisible(), what="the notice bar")
+    assert "Display error: banner font missing" in window.notice.label.text()
+    assert "Traceback" not in window.notice.label.text()
+    shoot(window, "09-error-notice")
+    assert line.recorder.flush(10.0)
+    errors = [e.message for e in line.recorder.query_events(kind="error")]
+    assert "GUI: Display error: banner font missing" in errors
+    qtbot.mouseClick(window.notice.dismiss_button, Qt.MouseButton.LeftButton)
+    assert not window.notice.isVisible()
+
+
+def test_close_asks_for_confirmation_and_stops_the_line(
+    station: Any, qtbot: Any, shoot: Shooter
+) -> None:
+    line, window, _ = station
+    window.close()
+    settle()
+    assert window.isVisible() and window.confirm_sheet.isVisible()
+    assert line.status().state == StationState.RUNNING
+    assert window.confirm.stop_button.height() >= 72 and window.confirm.keep_button.height() >= 72
+    shoot(window, "10-confirm-close")
+    window.confirm_sheet.open()
+    qtbot.mouseClick(window.confirm.keep_button, Qt.MouseButton.LeftButton)
+    assert not window.confirm_sheet.isVisible() and window.isVisible()
+    window.request_close()
+    qtbot.mouseClick(window.confirm.stop_button, Qt.MouseButton.LeftButton)
+    wait_until(lambda: not window.isVisible(), what="the window to close")
+    assert line.status().state == StationState.STOPPED
+    assert line.wait(0)
+
+
+def test_no_model_shows_amber_with_the_reason(
+    qapp: Any, make_data_dir: Any, gui_config: Any, shoot: Shooter
+) -> None:
+    from station.gui.main_window import MainWindow
+    from station.inspect.pipeline import Line
+
+    data = make_data_dir(with_model=False)
+    cfg = gui_config(data, product="bracket")  # not the demo product: nothing is built
+    line = Line(cfg, data)
+    window = MainWindow(line, cfg)
+    window.resize(*SIZES[0])
+    window.show()
+    line.start()
+    try:
+        wait_until(lambda: window.banner.state.title == "NO MODEL", what="the no-model banner")
+        assert window.banner.state.kind == "amber"
+        assert "bracket" in window.banner.state.detail
+        assert window.status_bar.text("model").startswith("Model: none")
+        shoot(window, "11-no-model")
+    finally:
+        window._can_close = True
+        line.stop(30.0)
+        window.close()
