@@ -34,6 +34,13 @@ def register(subparsers: Any) -> None:
         "--fps", type=float, default=0.0, metavar="F", help="replay rate (0 = full rate)"
     )
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="alternate headless and GUI N times, S/N seconds each (1: one of each, in turn)",
+    )
+    p.add_argument(
         "--size",
         type=parse_size,
         default=(800, 1280),
@@ -50,8 +57,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run both measurements and print the JSON."""
-    if args.seconds <= 0 or args.warmup < 0 or args.fps < 0:
-        raise ConfigError("--seconds must be positive, --warmup and --fps not negative")
+    if args.seconds <= 0 or args.warmup < 0 or args.fps < 0 or args.rounds < 1:
+        raise ConfigError(
+            "--seconds must be positive, --warmup and --fps not negative, --rounds at least 1"
+        )
     if not args.on_screen:
         # Before Qt is imported: the bench must run the same on a line PC and over SSH.
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
@@ -69,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             size=(w, h),
             screenshot=args.screenshot,
             fps=args.fps,
+            rounds=args.rounds,
         )
     text = json.dumps(result, indent=2)
     print(text)

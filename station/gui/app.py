@@ -89,8 +89,9 @@ def run_gui(
             log.exception("could not show the error")
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("%s received: stopping the line", signal.Signals(signum).name)
-        window.confirm_close()
+        name = signal.Signals(signum).name
+        log.info("%s received: stopping the line", name)
+        window.confirm_close(f"{name} received")
 
     sys.excepthook = _hook
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}

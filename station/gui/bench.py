@@ -143,25 +143,31 @@ def run_with_gui(
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             window.grab().save(str(screenshot))
-        updates = list(window.update_ms)
-        cpu = list(window.update_cpu_ms)
-        idle = list(window.idle_tick_ms)
-        gui = {
-            "display_hz": cfg.gui.display_hz,
-            "window": f"{size[0]}x{size[1]}",
-            "update_ms": _ms(updates),
-            "update_cpu_ms": _ms(cpu),
-            "idle_tick_ms": _ms(idle),
-            "updates_over_16ms": int(sum(u > 16.0 for u in updates)),
+        return {
+            "throughput": throughput,
+            "update_ms": list(window.update_ms),
+            "update_cpu_ms": list(window.update_cpu_ms),
+            "idle_tick_ms": list(window.idle_tick_ms),
             "pictures_shown": window.shown_count,
-            "pictures_skipped": max(0, throughput["inspected"] - window.shown_count),
         }
-        return {"throughput": throughput, "gui": gui}
     finally:
         window._can_close = True  # the bench closes without the operator's confirmation
         line.stop(30.0, reason="bench finished")
         window.close()
         app.processEvents()
+
+
+def _total(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Parts per second over several measurement periods (their sums, not a mean of rates)."""
+    secs = sum(r["seconds"] for r in runs)
+    n = sum(r["inspected"] for r in runs)
+    return {
+        "seconds": round(secs, 3),
+        "inspected": n,
+        "parts_per_s": round(n / secs, 3) if secs else 0.0,
+        "dropped_frames": sum(r["dropped_frames"] for r in runs),
+        "rounds": runs if len(runs) > 1 else None,
+    }
 
 
 def bench_gui(
@@ -173,20 +179,37 @@ def bench_gui(
     size: tuple[int, int] = (1280, 800),
     screenshot: Path | None = None,
     fps: float = 0.0,
+    rounds: int = 1,
 ) -> dict[str, Any]:
-    """Headless first, then with the GUI, each `seconds` long after `warmup`; both figures."""
+    """Headless, then with the GUI, `seconds` each (after `warmup`); both figures and the ratio.
+
+    `rounds` > 1 splits each duration into alternating headless / GUI periods, so that a change
+    in the machine's other load during the run falls on both sides alike.
+    """
     cfg = replay_at(cfg, fps)
+    rounds = max(1, int(rounds))
+    part = seconds / rounds
     load_before = _load()
-    headless = run_headless(cfg, data_dir, seconds, warmup)
-    with_gui = run_with_gui(cfg, data_dir, seconds, warmup, size, screenshot)
-    h, g = headless["parts_per_s"], with_gui["throughput"]["parts_per_s"]
-    ratio = g / h if h else float("nan")
-    upd = with_gui["gui"]["update_ms"] or {}
+    headless: list[dict[str, Any]] = []
+    gui_runs: list[dict[str, Any]] = []
+    for i in range(rounds):
+        headless.append(run_headless(cfg, data_dir, part, warmup))
+        shot = screenshot if i == rounds - 1 else None
+        gui_runs.append(run_with_gui(cfg, data_dir, part, warmup, size, shot))
+    h = _total(headless)
+    g = _total([r["throughput"] for r in gui_runs])
+    ratio = g["parts_per_s"] / h["parts_per_s"] if h["parts_per_s"] else float("nan")
+    updates = [u for r in gui_runs for u in r["update_ms"]]
+    cpu = [u for r in gui_runs for u in r["update_cpu_ms"]]
+    idle = [u for r in gui_runs for u in r["idle_tick_ms"]]
+    shown = sum(r["pictures_shown"] for r in gui_runs)
+    upd = _ms(updates) or {}
     return {
         "camera": f"replay at {'full rate (fps 0)' if fps <= 0 else f'{fps:g} fps'}",
         "camera_source": cfg.camera.source,
         "model_runtime": cfg.model.runtime,
         "data_dir": str(data_dir),
+        "rounds": rounds,
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -194,9 +217,18 @@ def bench_gui(
             "loadavg_before": load_before,
             "loadavg_after": _load(),
         },
-        "headless": headless,
-        "with_gui": with_gui["throughput"],
-        "gui": with_gui["gui"],
+        "headless": h,
+        "with_gui": g,
+        "gui": {
+            "display_hz": cfg.gui.display_hz,
+            "window": f"{size[0]}x{size[1]}",
+            "update_ms": upd or None,
+            "update_cpu_ms": _ms(cpu),
+            "idle_tick_ms": _ms(idle),
+            "updates_over_16ms": int(sum(u > 16.0 for u in updates)),
+            "pictures_shown": shown,
+            "pictures_skipped": max(0, g["inspected"] - shown),
+        },
         "throughput_ratio_gui_vs_headless": round(ratio, 4),
         "verdict": {
             "gui_update_p95_ms_le_16": bool(upd.get("p95", float("inf")) <= 16.0),

@@ -142,7 +142,7 @@ class DriftPanel(QWidget):
         self.plot.getAxis("left").setLabel("% of parts", **label_style)
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         base = QColor(theme.color("accent"))
-        recent = QColor(theme.color("amber"))
+        recent = QColor(theme.color("plot_line"))
         self.baseline_curve.setPen(pg.mkPen(base, width=3))
         fill = QColor(base)
         fill.setAlpha(70)

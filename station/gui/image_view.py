@@ -279,17 +279,21 @@ class ImageView(QWidget):
         r = self.result
         if r is None:
             return
-        text = (
-            f"FROZEN  part {r.frame_id}: {r.verdict.value} {r.score:.2f}  "
-            f"| zoom {self.view.zoom:g}x: tap to zoom, drag to pan"
+        lines = (
+            f"FROZEN: part {r.frame_id}, {r.verdict.value} {r.score:.2f}, zoom {self.view.zoom:g}x",
+            "tap to zoom, drag to pan",
         )
         font = QFont(self.font())
         font.setPointSize(15)
         font.setBold(True)
         p.setFont(font)
         fm = p.fontMetrics()
-        box = QRectF(12, self.height() - fm.height() - 24, self.width() - 24, fm.height() + 12)
-        text = fm.elidedText(text, Qt.TextElideMode.ElideRight, int(box.width() - 16))
+        width = self.width() - 24
+        text = "\n".join(
+            fm.elidedText(line, Qt.TextElideMode.ElideRight, int(width - 16)) for line in lines
+        )
+        h = 2 * fm.lineSpacing() + 12
+        box = QRectF(12, self.height() - h - 12, width, h)
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(QColor(0, 0, 0, 190))
         p.drawRoundedRect(box, 8, 8)

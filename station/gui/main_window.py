@@ -152,7 +152,7 @@ class MainWindow(QMainWindow):
         self.opacity_label.setMinimumWidth(90)
         controls.addWidget(self.opacity_label)
         image_col.addLayout(controls)
-        middle.addLayout(image_col, 11)
+        middle.addLayout(image_col, 1)
 
         # Right: counters, trend, actions.
         right = QVBoxLayout()
@@ -182,10 +182,9 @@ class MainWindow(QMainWindow):
             b.setMinimumHeight(72)
             b.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         right.addLayout(actions)
-        middle.addLayout(right, 9)
+        middle.addLayout(right, 1)
 
         self.nok_strip = NokStrip(self.theme, root)
-        self.nok_strip.setFixedHeight(128)
         self.nok_strip.opened.connect(self.open_nok)
         outer.addWidget(self.nok_strip)
 
@@ -202,7 +201,7 @@ class MainWindow(QMainWindow):
         self.confirm = ConfirmClose()
         self.confirm_sheet = Sheet("Stop inspection and close?", self.confirm, root, fill=False)
         self.confirm.keep_button.clicked.connect(self.confirm_sheet.dismiss)
-        self.confirm.stop_button.clicked.connect(self.confirm_close)
+        self.confirm.stop_button.clicked.connect(lambda: self.confirm_close())
         self.confirm_sheet.close_button.hide()  # two explicit choices, no third way out
         self._show_opacity()
 
@@ -228,8 +227,8 @@ class MainWindow(QMainWindow):
         super().resizeEvent(event)
         # The banner takes a sixth of the height: ~130 px at 800, ~180 px at 1080.
         h = self.height()
-        self.banner.setFixedHeight(max(110, int(h * 0.165)))
-        self.nok_strip.setFixedHeight(min(140, max(116, int(h * 0.14))))
+        self.banner.set_preferred_height(max(110, int(h * 0.165)))
+        self.nok_strip.set_preferred_height(min(140, max(116, int(h * 0.14))))
 
     # -- controls -------------------------------------------------------------------------------
     def set_overlay_enabled(self, on: bool) -> None:
@@ -414,18 +413,20 @@ class MainWindow(QMainWindow):
         if self._stopper is None:
             self.confirm_sheet.open()
 
-    def confirm_close(self) -> None:
+    def confirm_close(self, reason: str = "closed by the operator") -> None:
         """Stop the line (in a helper thread, the screen keeps drawing) and close when done."""
         self.confirm_sheet.dismiss()
         if self._stopper is not None:
             return
-        self._stopper = threading.Thread(target=self._stop_line, name="gui-stop", daemon=True)
+        self._stopper = threading.Thread(
+            target=self._stop_line, args=(reason,), name="gui-stop", daemon=True
+        )
         self._stopper.start()
         self._wait_stopped()
 
-    def _stop_line(self) -> None:
+    def _stop_line(self, reason: str) -> None:
         try:
-            self.line.stop(STOP_TIMEOUT_S, reason="closed by the operator")
+            self.line.stop(STOP_TIMEOUT_S, reason=reason)
         except Exception:
             log.exception("stopping the line failed")
 

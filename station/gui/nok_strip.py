@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QLayout,
     QPushButton,
     QSizePolicy,
     QVBoxLayout,
@@ -122,7 +123,12 @@ class Thumb(QAbstractButton):
 
 
 class NokStrip(QFrame):
-    """The newest NOK parts, newest on the left; emits `opened(result)` when one is tapped."""
+    """The newest NOK parts, newest on the left; emits `opened(result)` when one is tapped.
+
+    It shows as many as fit at the strip's height (thumbnails never shrink below a finger's
+    width) and never asks for more width than it gets: on a smaller screen the oldest
+    thumbnails go, on a larger one they come back from the kept results.
+    """
 
     opened = Signal(object)
 
@@ -132,7 +138,12 @@ class NokStrip(QFrame):
         self._theme = theme
         self.results: deque[InspectionResult] = deque(maxlen=keep)
         self.thumbs: list[Thumb] = []
+        # The strip takes the width it is given; its thumbnails must not hold the window wide.
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumHeight(112)
+        self.preferred_height = 128
         lay = QHBoxLayout(self)
+        lay.setSizeConstraint(QLayout.SizeConstraint.SetNoConstraint)
         lay.setContentsMargins(10, 6, 10, 6)
         lay.setSpacing(8)
         self.caption = QLabel("Latest\nNOK parts", self)
@@ -155,35 +166,55 @@ class NokStrip(QFrame):
 
     def add(self, result: InspectionResult) -> None:
         """Put a NOK part first; the oldest goes when the strip is full or out of room."""
-        result = reduced(result)
-        self.results.appendleft(result)
-        thumb = Thumb(result, self._theme, self)
-        thumb.setFixedSize(self._thumb_size())
-        thumb.clicked.connect(lambda _=False, r=result: self.opened.emit(r))
+        self.results.appendleft(reduced(result))
         self.empty.hide()
-        self.row.insertWidget(0, thumb)
-        self.thumbs.insert(0, thumb)
-        self._trim()
+        self._sync()
+
+    def set_preferred_height(self, h: int) -> None:
+        """The height to take when the window has room for it."""
+        if h != self.preferred_height:
+            self.preferred_height = h
+            self.updateGeometry()
+
+    def sizeHint(self) -> QSize:
+        return QSize(400, self.preferred_height)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(0, 112)
 
     def _thumb_size(self) -> QSize:
         h = max(96, self.height() - 14)
         return QSize(int(h * THUMB_ASPECT), h)
 
-    def _trim(self) -> None:
-        # Thumbnails take the strip's height; drop the ones that no longer fit instead of
-        # squeezing them below a finger's width.
+    def _sync(self) -> None:
+        """One thumbnail for each of the newest results that fit; reuse the existing ones."""
         size = self._thumb_size()
-        for t in self.thumbs:
+        room = max(1, int((self.width() - self.caption.width() - 30) // (size.width() + 8)))
+        wanted = list(self.results)[:room]
+        have = {id(t.result): t for t in self.thumbs}
+        thumbs = []
+        for r in wanted:
+            t = have.pop(id(r), None)
+            if t is None:
+                t = Thumb(r, self._theme, self)
+                t.clicked.connect(lambda _=False, r=r: self.opened.emit(r))
             if t.size() != size:
                 t.setFixedSize(size)
-        room = max(1, int((self.width() - self.caption.width() - 30) // (size.width() + 8)))
-        while len(self.thumbs) > min(room, self.results.maxlen or room):
-            old = self.thumbs.pop()
+            thumbs.append(t)
+        for old in have.values():
             self.row.removeWidget(old)
             old.deleteLater()
+        for i, t in enumerate(thumbs):
+            if self.row.indexOf(t) != i:
+                if self.row.indexOf(t) >= 0:
+                    self.row.removeWidget(t)
+                self.row.insertWidget(i, t)
+            t.show()
+        self.thumbs = thumbs
 
     def resizeEvent(self, event: object) -> None:
-        self._trim()
+        if self.results:
+            self._sync()
 
 
 class NokDetail(QWidget):

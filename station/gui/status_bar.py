@@ -14,7 +14,7 @@ LOW_DISK_MB = 1024.0  # the disk item warns below 1 GB, well before records stop
 
 def runtime_name(runtime: str) -> str:
     """'onnx' -> 'ONNX Runtime' etc.; unknown names unchanged."""
-    return RUNTIME_NAMES.get(runtime.lower(), runtime) if runtime else "-"
+    return RUNTIME_NAMES.get(runtime.lower(), runtime) if runtime else "runtime -"
 
 
 def disk_text(free_mb: float | None) -> str:

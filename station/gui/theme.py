@@ -37,6 +37,7 @@ _FALLBACK = {
     "on_verdict": "#ffffff",
     "plot_bg": "#161b21",
     "plot_grid": "#5a6677",
+    "plot_line": "#ffb300",  # threshold line and recent-scores curve (darker in the light theme)
 }
 
 

@@ -72,7 +72,7 @@ class TrendPlot(QFrame):
         self.nok_item.setBrush(pg.mkBrush(QColor(theme.color("nok")).lighter(120)))
         self.nok_item.setPen(pg.mkPen(QColor(theme.color("text")), width=1))
         self.limit.setPen(
-            pg.mkPen(QColor(theme.color("amber")), width=3, style=Qt.PenStyle.DashLine)
+            pg.mkPen(QColor(theme.color("plot_line")), width=3, style=Qt.PenStyle.DashLine)
         )
         self._dirty = True
 

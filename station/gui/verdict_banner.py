@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from PySide6.QtCore import QRectF, Qt
+from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -93,8 +93,11 @@ class VerdictBanner(QWidget):
     def __init__(self, theme: Theme, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("VerdictBanner")
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        # Preferred, not Fixed: the banner asks for `preferred_height` but may give some back, so
+        # that a window made smaller (1920x1080 -> 1280x800) is never held at the old height.
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setMinimumHeight(110)
+        self.preferred_height = 130
         self._theme = theme
         self.state = BannerState("amber", "STARTING", "")
         self._title_font: QFont | None = None  # fitted font, recomputed on text or size change
@@ -104,6 +107,15 @@ class VerdictBanner(QWidget):
         """Use the colours of `theme`."""
         self._theme = theme
         self.update()
+
+    def set_preferred_height(self, h: int) -> None:
+        """The height to take when the window has room for it."""
+        if h != self.preferred_height:
+            self.preferred_height = h
+            self.updateGeometry()
+
+    def sizeHint(self) -> QSize:
+        return QSize(800, self.preferred_height)
 
     def show_state(self, state: BannerState) -> bool:
         """Show `state`; False (and no repaint) when it is what is shown already."""

@@ -71,6 +71,8 @@ class Shooter:
                 for w, h in SIZES:
                     window.resize(w, h)
                     settle()
+                    # Nothing may hold the window larger than the screen (text pushed off it).
+                    assert (window.width(), window.height()) == (w, h), (state, theme)
                     path = self.folder / f"{state}-{theme}-{w}x{h}.png"
                     assert window.grab().save(str(path)), path
                     out.append(path)
@@ -137,6 +139,40 @@ def test_banner_turns_nok_on_defect_and_ok_on_good(
     # The verdict colours come from the theme: green for OK, red for NOK, white text on both.
     bg, fg = window.banner.colors()
     assert bg.name() == window.theme.color("ok") and fg.name() == "#ffffff"
+
+
+def test_touch_targets_and_readouts_are_large_enough(station: Any) -> None:
+    """Every control at least 48 px both ways, the main readouts at least 18 pt, both sizes."""
+    from PySide6.QtWidgets import QAbstractButton, QSlider
+
+    from station.gui.counters import Readout
+
+    _, window, _ = station
+    try:
+        for size in SIZES:
+            window.resize(*size)
+            settle()
+            controls = [
+                w
+                for w in window.findChildren(QAbstractButton) + window.findChildren(QSlider)
+                if w.isVisibleTo(window)
+            ]
+            assert len(controls) >= 8
+            small = [
+                (w.objectName() or type(w).__name__, w.text() if hasattr(w, "text") else "")
+                for w in controls
+                if min(w.width(), w.height()) < 48
+            ]
+            assert not small, f"{size}: controls under 48 px: {small}"
+            readouts = window.findChildren(Readout)
+            assert len(readouts) == 6 and all(r._min_points >= 18 for r in readouts)
+            # The verdict: a banner title of at least 18 pt (24 px) - in practice far larger.
+            banner = window.banner
+            assert banner.height() >= 110
+            assert banner._title_font is None or banner._title_font.pixelSize() >= 24
+    finally:
+        window.resize(*SIZES[0])
+        settle()
 
 
 def test_overlay_toggle_and_opacity_change_the_drawn_image(

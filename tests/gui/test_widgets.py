@@ -94,6 +94,7 @@ def test_overlay_marks_the_peak_of_a_smoothed_nok_map() -> None:
     image = np.full((100, 100), 128, np.uint8)
     amap = np.zeros((100, 100), np.float32)
     amap[40:60, 40:60] = 1.8  # under the threshold of 2 after smoothing, but the part is NOK
+
     def outlined(picture: np.ndarray) -> bool:
         return bool((picture == 255).all(axis=2).any())
 
