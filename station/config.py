@@ -70,6 +70,7 @@ class ModelConfig:
     exposure: str = "fixed"  # "auto": per-image gain cancels exposure/illumination changes
     aggregation: int = 3  # local neighbourhood (p x p) averaged around each patch
     feature_dim: int = 0  # channel reduction target; 0 = keep the concatenated channels
+    intensity_weight: float = 0.0  # > 0 adds local brightness as a feature (uneven surfaces)
     coreset_ratio: float = 0.1
     coreset_projection: int = 128  # random projection size for the greedy k-center selection
     max_bank: int = 40000  # hard cap on the memory bank, whatever the ratio

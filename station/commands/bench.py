@@ -15,9 +15,8 @@ from station.config import load_config
 from station.errors import StationError
 from station.imageio import list_images, read_image
 from station.model.backbones import load_backbone
-from station.model.extractor import FeatureExtractor
 from station.model.flops import extractor_flops, gemm_gflops, knn_flops
-from station.model.patchcore import PatchCore
+from station.model.patchcore import PatchCore, extractor_for
 from station.model.preprocess import prepare
 
 
@@ -116,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     probe = PatchCore.load(args.model, "onnx")
     m = probe.artifact.manifest
     bb = load_backbone(m.backbone)
-    fx = FeatureExtractor(bb.module, m.layers, bb.channels, m.aggregation, m.feature_dim)
+    fx = extractor_for(m, bb)
     flops_per_tile = extractor_flops(fx, m.preprocessing.image_size)
     probe.close()
     rate = gemm_gflops()

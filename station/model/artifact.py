@@ -60,6 +60,7 @@ class Manifest:
     n_train: int
     fit_seconds: float
     format_version: int = FORMAT_VERSION
+    intensity_weight: float = 0.0  # weight of the local-brightness feature channel (0 = none)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

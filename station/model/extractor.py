@@ -20,6 +20,7 @@ class FeatureExtractor(nn.Module):
         channels: dict[str, int],
         aggregation: int = 3,
         feature_dim: int = 0,
+        intensity_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -27,7 +28,8 @@ class FeatureExtractor(nn.Module):
         self.aggregation = aggregation
         total = sum(channels[name] for name in self.layers)
         self.feature_dim = feature_dim if 0 < feature_dim < total else 0
-        self.out_channels = self.feature_dim or total
+        self.intensity_weight = float(intensity_weight)
+        self.out_channels = (self.feature_dim or total) + (1 if self.intensity_weight else 0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         maps = self.backbone(images)
@@ -52,4 +54,12 @@ class FeatureExtractor(nn.Module):
             out = out.permute(0, 2, 3, 1).reshape(n, h * w, c)
             out = F.adaptive_avg_pool1d(out, self.feature_dim)
             out = out.reshape(n, h, w, self.feature_dim).permute(0, 3, 1, 2)
+        if self.intensity_weight:
+            # ImageNet features are nearly blind to slow brightness changes (batch norm removes
+            # them), yet uneven surfaces and glare are defects: append the local mean grey level
+            # over about five patches, weighted to matter against the CNN channels.
+            grey = images.mean(dim=1, keepdim=True)
+            grey = F.adaptive_avg_pool2d(grey, size) if grey.shape[-1] != size[1] else grey
+            grey = F.avg_pool2d(grey, 5, 1, 2, count_include_pad=False)
+            out = torch.cat([out, grey * self.intensity_weight], dim=1)
         return out.contiguous()

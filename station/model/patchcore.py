@@ -26,7 +26,7 @@ from station.model.artifact import (
     now_iso,
     write_artifact,
 )
-from station.model.backbones import load_backbone
+from station.model.backbones import LoadedBackbone, load_backbone
 from station.model.extractor import FeatureExtractor
 from station.model.memory_bank import MemoryBank, hierarchical_coreset
 from station.model.preprocess import (
@@ -67,7 +67,7 @@ def training_images(data: Path) -> list[Path]:
     return files
 
 
-def build_extractor(cfg: ModelConfig) -> tuple[FeatureExtractor, Preprocessing, object]:
+def build_extractor(cfg: ModelConfig) -> tuple[FeatureExtractor, Preprocessing, LoadedBackbone]:
     """The torch extractor for a config, its preprocessing (pixel_max filled in later)."""
     bb = load_backbone(cfg.backbone, cfg.weights or None)
     for name in cfg.layers:
@@ -76,7 +76,9 @@ def build_extractor(cfg: ModelConfig) -> tuple[FeatureExtractor, Preprocessing, 
                 f"model.layers: '{name}' is not a layer of {cfg.backbone}; "
                 f"choose from {', '.join(bb.channels)}"
             )
-    fx = FeatureExtractor(bb.module, cfg.layers, bb.channels, cfg.aggregation, cfg.feature_dim)
+    fx = FeatureExtractor(
+        bb.module, cfg.layers, bb.channels, cfg.aggregation, cfg.feature_dim, cfg.intensity_weight
+    )
     pre = Preprocessing(
         image_size=cfg.image_size,
         mean=bb.spec.mean,
@@ -184,6 +186,14 @@ class PatchCore:
         self.runtime.close()
 
 
+def extractor_for(m: Manifest, bb: LoadedBackbone) -> FeatureExtractor:
+    """Rebuild the torch extractor a manifest describes around a loaded backbone."""
+    reduce_to = m.feature_dim - (1 if m.intensity_weight else 0)
+    return FeatureExtractor(
+        bb.module, m.layers, bb.channels, m.aggregation, reduce_to, m.intensity_weight
+    ).eval()
+
+
 def create_runtime(
     kind: str, artifact: ModelArtifact, *, threads: int = 0, weights: str | None = None
 ) -> Runtime:
@@ -202,7 +212,7 @@ def create_runtime(
                 f"{artifact.path}: backbone weights {bb.weights_path} differ from the ones the "
                 f"model was fitted with (sha256 {m.weights_sha256[:12]}...)"
             )
-        fx = FeatureExtractor(bb.module, m.layers, bb.channels, m.aggregation, m.feature_dim)
+        fx = extractor_for(m, bb)
         return TorchRuntime(fx, threads=threads)
     if kind == RuntimeKind.TENSORRT:
         from station.runtime.tensorrt_runtime import TensorRTRuntime
@@ -326,12 +336,13 @@ def fit(
             product=product or cfg.product,
             version=out.name,
             backbone=cfg.backbone,
-            weights_file=bb.weights_path.name,  # type: ignore[attr-defined]
-            weights_sha256=bb.weights_sha256,  # type: ignore[attr-defined]
+            weights_file=bb.weights_path.name,
+            weights_sha256=bb.weights_sha256,
             preprocessing=pre,
             layers=list(cfg.layers),
             aggregation=cfg.aggregation,
             feature_dim=fx.out_channels,
+            intensity_weight=cfg.intensity_weight,
             bank_size=int(bank.shape[0]),
             coreset_ratio=cfg.coreset_ratio,
             reweight_neighbors=cfg.reweight_neighbors,
