@@ -1,0 +1,873 @@
+"""The inspection line: camera -> bounded queue -> inspector -> fan-out, on worker threads.
+
+    AcquisitionWorker  owns the camera; puts frames into a bounded drop-oldest FrameQueue
+                       (drops counted); on CameraError: state camera lost, reconnect with
+                       exponential backoff (0.5 s .. 10 s), then running again, each an event
+    InspectorWorker    loads the model (or builds the demo model on first start), takes frames,
+                       runs the engine and the decision, builds InspectionResult, hands it to the
+                       recorder (never blocks) and to the fan-out
+    FanOut             one thread per subscriber with its own bounded drop-oldest queue: a slow
+                       display or output only loses its own items (counted), never slows the
+                       inspector; the drift monitor is one such subscriber
+
+Every thread is a `Worker` (setup -> step -> teardown, stop checked between frames). The line's
+state is derived from a few flags (failed, stopping, model missing, starting, paused, camera
+lost) in that priority order, and every change of it is a "state" event with its reason, recorded
+like any other event. `Line.status()` is a frozen snapshot, cheap enough for a GUI timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import numpy as np
+
+from station.camera.base import Camera, CameraInfo, Frame
+from station.config import StationConfig
+from station.errors import CameraError, ModelError, StationError
+from station.inspect.decision import verdict
+from station.inspect.drift import DriftMonitor, drift_event
+from station.inspect.result import (
+    InspectionResult,
+    LineStatus,
+    StationEvent,
+    StationState,
+    Verdict,
+)
+from station.inspect.stats import LineStats
+from station.inspect.worker import Worker
+from station.model.artifact import ModelStore
+from station.records.recorder import Recorder
+
+if TYPE_CHECKING:
+    from station.model.patchcore import PatchCore
+
+__all__ = [
+    "BACKOFF_MAX_S",
+    "BACKOFF_MIN_S",
+    "DEMO_PRODUCT",
+    "AcquisitionWorker",
+    "FanOut",
+    "FrameQueue",
+    "InspectorWorker",
+    "Line",
+    "Subscription",
+    "describe_camera",
+]
+
+log = logging.getLogger(__name__)
+
+DEMO_PRODUCT = "demo"  # the product whose model the line builds itself on first start
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 10.0
+IDLE_TICK_S = 0.2  # how long an idle worker waits before looking at stop / pause again
+MODEL_POLL_S = 2.0  # while no model exists, how often the model store is looked at again
+DISK_FREE_EVERY_S = 5.0  # status() is polled by a GUI timer: do not stat the disk every time
+RESULT_QUEUE = 8  # per result subscriber: results hold images, so keep few
+EVENT_QUEUE = 256
+DRIFT_QUEUE = 1024  # scores only matter in bulk, but losing them is still counted
+
+
+def describe_camera(info: CameraInfo) -> str:
+    """'kind model serial @ fps' as the status bar shows it."""
+    parts = [info.kind, info.vendor, info.model, info.serial or info.user_name]
+    text = " ".join(p for p in parts if p)
+    return f"{text} @ {info.fps:g} fps" if info.fps else text
+
+
+def _is_current(worker: Worker) -> bool:
+    """True when called from the worker's own thread (which cannot join itself)."""
+    return worker._thread is threading.current_thread()
+
+
+class _End:
+    """Put in the frame queue when the source is exhausted (a replay without loop)."""
+
+
+_END = _End()
+
+
+class FrameQueue:
+    """Bounded, drop-oldest: a model slower than the camera sees the newest frames.
+
+    Every drop goes to `on_drop` (the shift counters), so a slow model is visible, never silent.
+    """
+
+    def __init__(self, maxsize: int, on_drop: Callable[[int], None] | None = None) -> None:
+        self.maxsize = max(1, int(maxsize))
+        self._items: deque[Frame | _End] = deque()
+        self._cond = threading.Condition()
+        self._on_drop = on_drop
+        self.dropped = 0
+
+    def put(self, item: Frame | _End) -> None:
+        """Add a frame; never blocks (the oldest frame goes when full)."""
+        dropped = 0
+        with self._cond:
+            while len(self._items) >= self.maxsize:
+                self._items.popleft()
+                dropped += 1
+            self._items.append(item)
+            self.dropped += dropped
+            self._cond.notify()
+        if dropped and self._on_drop is not None:
+            self._on_drop(dropped)
+
+    def get(self, timeout: float) -> Frame | _End | None:
+        """The oldest waiting frame, or None after `timeout` seconds without one."""
+        with self._cond:
+            if not self._items and not self._cond.wait_for(lambda: bool(self._items), timeout):
+                return None
+            return self._items.popleft()
+
+    def wake(self) -> None:
+        """Wake a waiting consumer (used on stop)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+T = TypeVar("T")
+
+
+class FanOut(Worker, Generic[T]):
+    """Delivers items to one subscriber on its own thread, from its own bounded queue.
+
+    `offer()` never blocks: when the subscriber is behind, its oldest item goes (counted in
+    `dropped`). An exception in the callback is logged and counted, and delivery goes on.
+    """
+
+    def __init__(
+        self,
+        callback: Callable[[T], None],
+        *,
+        maxsize: int,
+        name: str,
+        drain_on_stop: bool = False,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.callback = callback
+        self.maxsize = max(1, maxsize)
+        self.drain_on_stop = drain_on_stop
+        self._items: deque[T] = deque()
+        self._cond = threading.Condition()
+        self.dropped = 0
+        self.delivered = 0
+        self.errors = 0
+
+    def offer(self, item: T) -> None:
+        """Queue one item for the subscriber; drops its oldest when full."""
+        with self._cond:
+            if len(self._items) >= self.maxsize:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(item)
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """Ask the thread to end after the item it is delivering."""
+        super().stop()
+        with self._cond:
+            self._cond.notify_all()
+
+    def step(self) -> bool:
+        """Deliver one item (or wait a tick for one)."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(IDLE_TICK_S)
+            if not self._items:
+                return True
+            item = self._items.popleft()
+        self._deliver(item)
+        return True
+
+    def teardown(self) -> None:
+        """Deliver what is still queued when asked to (events), else let it go."""
+        while self.drain_on_stop:
+            with self._cond:
+                if not self._items:
+                    break
+                item = self._items.popleft()
+            self._deliver(item)
+
+    def _deliver(self, item: T) -> None:
+        try:
+            self.callback(item)
+            self.delivered += 1
+        except Exception:  # a subscriber's bug must not stop the others or the line
+            self.errors += 1
+            if self.errors == 1 or self.errors % 1000 == 0:
+                log.exception("%s: subscriber failed (%d times)", self.name, self.errors)
+
+
+class Subscription:
+    """What `subscribe()` returns: call it to unsubscribe; `dropped` counts items it lost."""
+
+    def __init__(self, hub: _Hub[T], fanout: FanOut[T]) -> None:
+        self._hub = hub
+        self.fanout = fanout
+
+    @property
+    def dropped(self) -> int:
+        """Items this subscriber lost because it was behind."""
+        return self.fanout.dropped
+
+    @property
+    def delivered(self) -> int:
+        """Items handed to the callback."""
+        return self.fanout.delivered
+
+    def __call__(self) -> None:
+        """Unsubscribe: no more items; the delivery thread ends after its current one."""
+        self._hub.remove(self.fanout)
+
+
+class _Hub(Generic[T]):
+    """The subscribers of one kind of item; publishing costs one deque append per subscriber."""
+
+    def __init__(self, name: str, maxsize: int, drain_on_stop: bool = False) -> None:
+        self.name = name
+        self.maxsize = maxsize
+        self.drain_on_stop = drain_on_stop
+        self._lock = threading.Lock()
+        self._fanouts: tuple[FanOut[T], ...] = ()  # replaced, never mutated: lock-free publish
+        self._count = 0
+
+    def add(self, callback: Callable[[T], None], maxsize: int | None = None) -> Subscription:
+        with self._lock:
+            self._count += 1
+            fanout: FanOut[T] = FanOut(
+                callback,
+                maxsize=maxsize or self.maxsize,
+                name=f"fanout-{self.name}-{self._count}",
+                drain_on_stop=self.drain_on_stop,
+            )
+            self._fanouts = (*self._fanouts, fanout)
+        fanout.start()
+        return Subscription(self, fanout)
+
+    def remove(self, fanout: FanOut[T]) -> None:
+        with self._lock:
+            self._fanouts = tuple(f for f in self._fanouts if f is not fanout)
+        fanout.drain_on_stop = False  # unsubscribed means no more calls, queued or not
+        fanout.stop()
+        if not _is_current(fanout):
+            fanout.join(1.0)
+
+    def publish(self, item: T) -> None:
+        for fanout in self._fanouts:
+            fanout.offer(item)
+
+    def stop_all(self, deadline: float) -> bool:
+        fanouts = self._fanouts
+        for f in fanouts:
+            f.stop()
+        ok = True
+        for f in fanouts:
+            if not _is_current(f):
+                ok &= f.join(max(0.0, deadline - time.monotonic()))
+        return ok
+
+
+class AcquisitionWorker(Worker):
+    """Owns the camera: frames into the queue; on loss, reconnects with exponential backoff."""
+
+    name = "acquisition"
+
+    def __init__(self, line: Line, camera: Camera | None) -> None:
+        super().__init__(on_failure=line._worker_failed)
+        self.line = line
+        self.camera = camera
+        self._frames: Iterator[Frame] | None = None
+        self._opened = False  # close() only once per open: a GenICam close is not free
+        self._next_try = 0.0  # monotonic time of the next open attempt
+        self._attempts = 0
+        self._lost_at: float | None = None
+
+    def stop(self) -> None:
+        """Stop, and wake a frames() iterator blocked in its pacing wait."""
+        super().stop()
+        cam = self.camera
+        if cam is not None:
+            try:
+                cam.close()
+            except Exception:  # a camera that cannot close must not hang the stop
+                log.exception("camera close failed")
+
+    def step(self) -> bool:
+        """Deliver one frame, or wait for the model / resume / the next reconnect attempt."""
+        line = self.line
+        if not line._model_ready.is_set():
+            line._model_ready.wait(IDLE_TICK_S)
+            return True
+        if line._paused:
+            self._close()  # a paused line releases the camera; resume reopens where it was
+            self.wait(IDLE_TICK_S)
+            return True
+        if self._frames is None:
+            wait = self._next_try - time.monotonic()
+            if wait > 0:  # backing off; short naps so that stop and pause stay prompt
+                self.wait(min(wait, IDLE_TICK_S))
+                return True
+            self._open()
+            return True
+        try:
+            frame = next(self._frames)
+        except StopIteration:
+            self._frames = None
+            if self.stopping or line._paused:
+                return True
+            line._queue.put(_END)  # the source is exhausted: the inspector finishes the queue
+            return False
+        except CameraError as exc:
+            self._close()
+            self._lost(str(exc))
+            return True
+        line._queue.put(frame)
+        return True
+
+    def teardown(self) -> None:
+        """Release the camera."""
+        self._close()
+
+    def _open(self) -> None:
+        line = self.line
+        try:
+            if self.camera is None:
+                # Imported here: the factory pulls in every camera backend.
+                from station.camera.factory import open_camera
+
+                self.camera = open_camera(line.cfg.camera, data_dir=line.data_dir)
+            self._opened = True
+            self.camera.open()
+            self._frames = iter(self.camera.frames())
+            desc = describe_camera(self.camera.info())
+        except CameraError as exc:
+            self._close()
+            self._lost(str(exc))
+            return
+        was_down = self._lost_at
+        self._next_try, self._attempts, self._lost_at = 0.0, 0, None
+        if was_down is None:
+            line._camera_up(desc, f"camera {desc} open")
+        else:
+            line._camera_up(desc, f"camera back after {time.monotonic() - was_down:.1f} s: {desc}")
+
+    def _lost(self, message: str) -> None:
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+        self._attempts += 1
+        # Exponential backoff: a camera that is being re-plugged is back within a second, a
+        # cable that is gone should not be hammered (nor flood the log) for hours.
+        backoff = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** (self._attempts - 1))
+        self._next_try = time.monotonic() + backoff
+        self.line._camera_lost(message, self._attempts, backoff)
+
+    def _close(self) -> None:
+        self._frames = None
+        if self.camera is not None and self._opened:
+            self._opened = False
+            try:
+                self.camera.close()
+            except Exception:
+                log.exception("camera close failed")
+
+
+class InspectorWorker(Worker):
+    """Runs the engine on each frame and turns the score into a verdict and a result."""
+
+    name = "inspector"
+
+    def __init__(self, line: Line, model: PatchCore | None) -> None:
+        super().__init__(on_failure=line._worker_failed)
+        self.line = line
+        self.model = model
+        self._owns_model = False
+        self._next_poll = 0.0
+        self._errors = 0
+
+    def setup(self) -> None:
+        """Load the model here (the thread that uses it), building the demo model if needed."""
+        if self.model is not None:
+            self.line._model_loaded(self.model, "model given to the line")
+            return
+        self._load(first=True)
+
+    def step(self) -> bool:
+        """Inspect one frame (or, without a model, wait for one to be installed)."""
+        line = self.line
+        if line._reload.is_set() and not self.stopping:
+            line._reload.clear()
+            self._load(first=False)
+        if self.model is None:
+            if time.monotonic() >= self._next_poll:
+                self._load(first=False)
+            line._reload.wait(IDLE_TICK_S)
+            return True
+        item = line._queue.get(IDLE_TICK_S)
+        if item is None:
+            return True
+        if isinstance(item, _End):
+            line._finish_reason = "replay finished"
+            return False
+        try:
+            result = self.inspect(item)
+        except StationError as exc:
+            # One unreadable frame must not stop the line; it is an event, not a verdict.
+            self._errors += 1
+            if self._errors == 1 or self._errors % 100 == 0:
+                line._emit(
+                    StationEvent(
+                        kind="error",
+                        message=f"frame {item.frame_id} not inspected: {exc}",
+                        data={"frame_id": item.frame_id, "errors": self._errors},
+                    )
+                )
+            return True
+        line._publish(result)
+        if line.max_frames is not None and line.stats.inspected >= line.max_frames:
+            line._finish_reason = f"{line.max_frames} frames inspected"
+            return False
+        return True
+
+    def inspect(self, frame: Frame) -> InspectionResult:
+        """Score one frame and decide."""
+        model = self.model
+        assert model is not None
+        pred = model.predict(frame.image)
+        threshold = model.threshold
+        v = verdict(pred.score, threshold)
+        now = time.time()
+        return InspectionResult(
+            frame_id=frame.frame_id,
+            timestamp=frame.timestamp,
+            source=frame.source,
+            score=float(pred.score),
+            threshold=float(threshold),
+            verdict=v,
+            latency_ms=(now - frame.timestamp) * 1e3,
+            model_version=model.version,
+            image=frame.image,
+            # OK maps are never shown or archived: do not keep an image-sized array alive.
+            anomaly_map=pred.anomaly_map if v == Verdict.NOK else None,
+            stages_ms=pred.stages_ms,
+            label=frame.label,
+            device_frame_id=frame.device_frame_id,
+            finished_at=now,
+        )
+
+    def teardown(self) -> None:
+        """Release a model the line loaded itself, and let the line shut down if it ended."""
+        if self._owns_model and self.model is not None:
+            try:
+                self.model.close()
+            except Exception:
+                log.exception("model close failed")
+        self.line._inspector_ended()
+
+    def _load(self, *, first: bool) -> None:
+        line = self.line
+        self._next_poll = time.monotonic() + MODEL_POLL_S
+        product = line.cfg.model.product
+        store = ModelStore(line.data_dir / "models")
+        path = store.current(product)
+        if path is None and product == DEMO_PRODUCT and first:
+            path = self._build_demo(store)
+        if path is None:
+            if self.model is None:
+                line._model_missing(
+                    f"no model for product '{product}' in {store.root}: fit one "
+                    f"(models/{product}/vNNNN) and the line picks it up"
+                )
+            return
+        if self.model is not None and self.model.artifact.path == path and not first:
+            log.info("model %s already in use", self.model.version)
+            return
+        from station.model.patchcore import PatchCore
+
+        try:
+            model = PatchCore.load(path, line.cfg.model.runtime, threads=line.cfg.model.threads)
+        except ModelError as exc:
+            if self.model is None:
+                line._model_missing(f"model {path} cannot be loaded: {exc}")
+            else:
+                line._emit(StationEvent(kind="error", message=f"model not switched: {exc}"))
+            return
+        old, owned = self.model, self._owns_model
+        self.model, self._owns_model = model, True
+        why = "model loaded" if old is None else f"model switched from {old.version}"
+        line._model_loaded(model, why)
+        if old is not None and owned:
+            old.close()
+
+    def _build_demo(self, store: ModelStore) -> Path:
+        """Fit the demo model on the demo product (written first if missing): first start."""
+        from station.camera.factory import demo_product_path
+        from station.model.patchcore import fit, training_images
+
+        line = self.line
+        line._set_starting("building the demo model (first start)")
+        t0 = time.monotonic()
+        root = demo_product_path(line.data_dir)
+        images = training_images(root)
+        out = store.next_version_dir(DEMO_PRODUCT)
+        log.info("building the demo model from %d images of %s into %s", len(images), root, out)
+        report = fit(images, line.cfg.model, out, product=DEMO_PRODUCT, progress=False)
+        line._emit(
+            StationEvent(
+                kind="model",
+                message=(
+                    f"demo model built in {time.monotonic() - t0:.1f} s: {out.name} "
+                    f"({report.n_train} images, bank {report.bank_size})"
+                ),
+                data={"path": str(out), "threshold": report.threshold},
+            )
+        )
+        return out
+
+
+class Line:
+    """The inspection line: start, pause, resume, stop; status snapshots; result subscribers."""
+
+    def __init__(
+        self,
+        cfg: StationConfig,
+        data_dir: Path,
+        *,
+        camera: Camera | None = None,
+        model: PatchCore | None = None,
+        max_frames: int | None = None,
+    ) -> None:
+        """Prepare the workers; nothing runs (nor opens) before `start()`.
+
+        `camera` and `model` replace the configured ones (tests, benchmarks); by default the
+        camera comes from `cfg.camera` and the model from `data_dir/models/<product>`.
+        """
+        self.cfg = cfg
+        self.data_dir = Path(data_dir)
+        self.max_frames = max_frames if max_frames and max_frames > 0 else None
+        self.stats = LineStats()
+        self.recorder = Recorder(self.data_dir, cfg.records, on_failure=self._recorder_failed)
+        self._lock = threading.RLock()
+        self._queue = FrameQueue(cfg.inspection.queue_size, on_drop=self._dropped)
+        self._results: _Hub[InspectionResult] = _Hub("results", RESULT_QUEUE)
+        self._events: _Hub[StationEvent] = _Hub("events", EVENT_QUEUE, drain_on_stop=True)
+        self._acquisition = AcquisitionWorker(self, camera)
+        self._inspector = InspectorWorker(self, model)
+        self._model_ready = threading.Event()
+        self._reload = threading.Event()
+        self._finished = threading.Event()
+        self._latest: InspectionResult | None = None
+        self._drift: DriftMonitor | None = None
+        self._drift_sub: Subscription | None = None
+        # State flags; the shown state is derived from them (see _derive).
+        self._phase = "idle"  # idle | starting | up | stopping | stopped | failed
+        self._model_missing_reason: str | None = None
+        self._camera_lost_reason: str | None = None
+        self._paused = False
+        self._failure = ""
+        self._finish_reason: str | None = None
+        self._stop_claimed = False
+        self._state = StationState.STOPPED
+        self._reason = "not started"
+        self._camera_desc = ""
+        self._model_version = ""
+        self._threshold: float | None = None
+        self._runtime = ""
+        self._recorder_alarm: str | None = None
+        self._disk_free: tuple[float, float | None] = (0.0, None)
+
+    # -- control -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the threads; returns at once (the model loads in the inspector's thread).
+
+        A line runs once: after `stop()`, build a new one to run again.
+        """
+        with self._lock:
+            if self._phase != "idle":
+                raise RuntimeError(f"line already started ({self._state.value})")
+            self._phase = "starting"
+            self.recorder.start()
+            self._update("starting the line")
+        self._drift_sub = self._results.add(self._feed_drift, DRIFT_QUEUE)
+        self._inspector.start()
+        self._acquisition.start()
+
+    def stop(self, timeout: float = 10.0, *, reason: str = "stopped") -> bool:
+        """Stop every thread in order and close the records; True when all ended in time."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if self._phase == "idle":
+                self._phase = "stopped"
+                self._finished.set()
+                return True
+            if self._stop_claimed or self._phase == "stopped":
+                claimed = False
+            else:
+                claimed = self._stop_claimed = True
+                if self._phase != "failed":
+                    self._phase = "stopping"
+                    self._update(reason)
+        if not claimed:
+            return self._finished.wait(max(0.0, deadline - time.monotonic()))
+        ok = True
+        for worker in (self._acquisition, self._inspector):
+            worker.stop()
+        self._queue.wake()
+        self._reload.set()  # wakes an inspector waiting for a model
+        for worker in (self._acquisition, self._inspector):
+            if not _is_current(worker):
+                ok &= worker.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            if self._phase != "failed":
+                self._phase = "stopped"
+                stats = self.stats
+                self._update(f"{reason} ({stats.inspected} inspected, {stats.dropped} dropped)")
+        ok &= self._results.stop_all(deadline)
+        ok &= self._events.stop_all(deadline)
+        self.recorder.stop()
+        ok &= self.recorder.join(max(0.5, deadline - time.monotonic()))
+        self._finished.set()
+        return ok
+
+    def pause(self) -> None:
+        """Stop taking frames (the camera is released); queued frames are still inspected."""
+        with self._lock:
+            if self._paused or self._phase not in ("starting", "up"):
+                return
+            self._paused = True
+            self._update("paused by the operator")
+
+    def resume(self) -> None:
+        """Take frames again after `pause()`."""
+        with self._lock:
+            if not self._paused:
+                return
+            self._paused = False
+            self._update("resumed by the operator")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the line has finished (stopped, failed, or done its max frames)."""
+        return self._finished.wait(timeout)
+
+    def reload_model(self) -> None:
+        """Load the product's current model version at the next frame boundary."""
+        self._reload.set()
+
+    # -- observation ---------------------------------------------------------------------------
+    def status(self) -> LineStatus:
+        """A frozen snapshot of state, counters, drift, camera, model and alarms."""
+        rec = self.recorder
+        counters = self.stats.counters(unrecorded=rec.unrecorded)
+        drift = self._drift.status() if self._drift is not None else None
+        alarms = tuple(a for a in (self._recorder_alarm, rec.alarm) if a)
+        with self._lock:
+            return LineStatus(
+                state=self._state,
+                reason=self._reason,
+                counters=counters,
+                drift=drift,
+                camera=self._camera_desc,
+                model_version=self._model_version,
+                threshold=self._threshold,
+                runtime=self._runtime,
+                disk_free_mb=self._disk_free_mb(),
+                alarms=alarms,
+            )
+
+    @property
+    def state(self) -> StationState:
+        """The current state."""
+        return self._state
+
+    def latest(self) -> InspectionResult | None:
+        """The newest result (for a display that only ever shows the last part)."""
+        return self._latest
+
+    def subscribe(
+        self, callback: Callable[[InspectionResult], None], *, queue_size: int = RESULT_QUEUE
+    ) -> Subscription:
+        """Call `callback` with every result on its own thread; returns the unsubscriber."""
+        return self._results.add(callback, queue_size)
+
+    def subscribe_events(
+        self, callback: Callable[[StationEvent], None], *, queue_size: int = EVENT_QUEUE
+    ) -> Subscription:
+        """Call `callback` with every event (state, drift, model, ...) on its own thread."""
+        return self._events.add(callback, queue_size)
+
+    # -- called by the workers ---------------------------------------------------------------
+    def _emit(self, event: StationEvent) -> None:
+        self.recorder.submit_event(event)
+        self._events.publish(event)
+
+    def _publish(self, result: InspectionResult) -> None:
+        self._latest = result
+        self.stats.add(result)
+        self.recorder.submit(result)  # never blocks; a full queue is counted as unrecorded
+        self._results.publish(result)
+
+    def _dropped(self, n: int) -> None:
+        self.stats.add_dropped(n)
+        self.recorder.count_dropped(n)
+
+    def _feed_drift(self, result: InspectionResult) -> None:
+        monitor = self._drift
+        if monitor is None or result.verdict != Verdict.OK:
+            return  # NOK parts are defects, not drift
+        status = monitor.update(result.score)
+        if status is not None:
+            event = drift_event(status)
+            log.warning("%s", event.message)
+            self._emit(event)
+
+    def _set_starting(self, reason: str) -> None:
+        with self._lock:
+            self._update(reason, force=True)
+
+    def _model_loaded(self, model: PatchCore, why: str) -> None:
+        m = model.artifact.manifest
+        try:
+            monitor: DriftMonitor | None = DriftMonitor(
+                np.asarray(m.calibration_scores, np.float64), self.cfg.drift
+            )
+            drift_note = f"drift baseline {len(m.calibration_scores)} scores"
+        except ModelError as exc:
+            monitor, drift_note = None, f"drift monitor off: {exc}"
+        with self._lock:
+            self._drift = monitor
+            self._model_version = model.version
+            self._threshold = float(model.threshold)
+            self._runtime = str(getattr(model.runtime.kind, "value", model.runtime.kind))
+            message = (
+                f"{why}: {model.version} ({self._runtime}), threshold {model.threshold:.4g}, "
+                f"{drift_note}"
+            )
+            self._emit(
+                StationEvent(
+                    kind="model",
+                    message=message,
+                    data={
+                        "version": model.version,
+                        "path": str(model.artifact.path),
+                        "threshold": float(model.threshold),
+                        "runtime": self._runtime,
+                        "drift": monitor is not None,
+                    },
+                )
+            )
+            log.info("%s", message)
+            if self._model_missing_reason is not None:
+                self._model_missing_reason = None
+                self._update(message)
+        self._model_ready.set()
+
+    def _model_missing(self, reason: str) -> None:
+        with self._lock:
+            if self._model_missing_reason == reason:
+                return
+            self._model_missing_reason = reason
+            self._update(reason)
+
+    def _camera_up(self, desc: str, reason: str) -> None:
+        with self._lock:
+            self._camera_desc = desc
+            self._camera_lost_reason = None
+            if self._phase == "starting":
+                self._phase = "up"
+            self._update(reason)
+
+    def _camera_lost(self, message: str, attempts: int, backoff: float) -> None:
+        with self._lock:
+            if self._phase == "starting":
+                self._phase = "up"
+            first = self._camera_lost_reason is None
+            self._camera_lost_reason = f"camera lost: {message}"
+            if first:
+                self._update(self._camera_lost_reason, data={"error": message})
+            elif self._state == StationState.CAMERA_LOST:
+                # Same state, newer detail: the status shows it, the log gets a line, no event.
+                self._reason = f"{self._camera_lost_reason} (attempt {attempts})"
+        log.warning("camera: %s; retry %d in %.1f s", message, attempts, backoff)
+
+    def _worker_failed(self, worker: Worker, exc: BaseException) -> None:
+        with self._lock:
+            if self._phase in ("stopped", "failed"):
+                return
+            self._phase = "failed"
+            self._failure = f"{worker.name} failed: {type(exc).__name__}: {exc}"
+            self._update(self._failure)
+        self._stop_in_background("failure")
+
+    def _recorder_failed(self, worker: Worker, exc: BaseException) -> None:
+        # Storage problems never stop the line: the operator sees the alarm, parts keep flowing.
+        with self._lock:
+            self._recorder_alarm = f"records unavailable: {exc}"
+        log.error("records unavailable: %s", exc)
+
+    def _inspector_ended(self) -> None:
+        with self._lock:
+            done = self._phase in ("starting", "up") and self._finish_reason is not None
+            reason = self._finish_reason or ""
+        if done:
+            self._stop_in_background(reason)
+
+    def _stop_in_background(self, reason: str) -> None:
+        # A worker cannot join itself: the ordered shutdown runs on a thread of its own.
+        threading.Thread(
+            target=self.stop, kwargs={"reason": reason}, name="line-stop", daemon=True
+        ).start()
+
+    def _derive(self) -> StationState:
+        if self._phase == "failed":
+            return StationState.FAILED
+        if self._phase == "stopping":
+            return StationState.STOPPING
+        if self._phase in ("idle", "stopped"):
+            return StationState.STOPPED
+        if self._model_missing_reason is not None:
+            return StationState.MODEL_MISSING
+        if self._phase == "starting":
+            return StationState.STARTING
+        if self._paused:
+            return StationState.PAUSED
+        if self._camera_lost_reason is not None:
+            return StationState.CAMERA_LOST
+        return StationState.RUNNING
+
+    def _update(
+        self, reason: str, *, data: dict[str, object] | None = None, force: bool = False
+    ) -> None:
+        """Re-derive the state (lock held); a change (or `force`) is logged and an event."""
+        new = self._derive()
+        if new == self._state and not force:
+            return
+        old = self._state
+        self._state, self._reason = new, reason
+        log.info("state %s -> %s: %s", old.value, new.value, reason)
+        self._emit(
+            StationEvent(
+                kind="state",
+                message=f"{new.value}: {reason}",
+                state=new,
+                data={"from": old.value, **(data or {})},
+            )
+        )
+
+    def _disk_free_mb(self) -> float | None:
+        now = time.monotonic()
+        at, value = self._disk_free
+        if now - at >= DISK_FREE_EVERY_S or value is None:
+            value = self.recorder.disk_free_mb()
+            self._disk_free = (now, value)
+        return value

@@ -1,0 +1,63 @@
+"""Shared fixtures: the demo product and a small demo model, each built once per test session."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports Qt: GUI tests must run without a display (CI, SSH, a line PC's service).
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from station.config import ModelConfig
+    from station.model.patchcore import PatchCore
+
+# Small on purpose: a whole session pays for these once, and they only need to look like a product.
+DEMO_COUNTS = {"n_train": 40, "n_test_good": 10, "n_per_defect": 5}
+DEMO_IMAGE_SIZE = 224
+
+
+@pytest.fixture(scope="session")
+def demo_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic demo product (MVTec layout): train/good 40, test/good 10, 5 per defect."""
+    from station.demo_product import generate_demo_product
+
+    root = tmp_path_factory.mktemp("demo") / "demo_product"
+    generate_demo_product(root, **DEMO_COUNTS)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_model_config() -> ModelConfig:
+    """The model settings the demo model is fitted with (defaults at image_size 224)."""
+    from station.config import ModelConfig
+
+    return dataclasses.replace(ModelConfig(), image_size=DEMO_IMAGE_SIZE)
+
+
+@pytest.fixture(scope="session")
+def demo_model(
+    demo_product: Path, demo_model_config: ModelConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A model artifact fitted on the demo product's train/good: .../models/demo/v0001."""
+    from station.model.patchcore import fit, training_images
+
+    out = tmp_path_factory.mktemp("models") / "demo" / "v0001"
+    fit(training_images(demo_product), demo_model_config, out, product="demo", progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_patchcore(demo_model: Path) -> Iterator[PatchCore]:
+    """The demo model loaded with ONNX Runtime, shared by the session (do not close it)."""
+    from station.model.patchcore import PatchCore
+
+    model = PatchCore.load(demo_model, "onnx")
+    yield model
+    model.close()
