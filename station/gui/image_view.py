@@ -7,8 +7,6 @@ shown, so an unchanged frame costs a blit.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
@@ -68,7 +66,6 @@ class ImageView(QWidget):
         self._press: QPointF | None = None
         self._press_view = View()
         self._dragged = False
-        self.compose_ms = 0.0  # last composition time, for the bench
         self.stale: str | None = None  # why the picture is not live (camera lost, paused)
         self.live_button = QPushButton("Back to live", self)
         self.live_button.setObjectName("Primary")
@@ -212,7 +209,6 @@ class ImageView(QWidget):
 
     # -- painting -------------------------------------------------------------------------------
     def _compose(self) -> None:
-        t0 = time.perf_counter()
         r = self.result
         if r is None or self.width() <= 0:
             self._rgb, self._qimage = None, None
@@ -231,7 +227,6 @@ class ImageView(QWidget):
             h, w = self._rgb.shape[:2]
             self._target = QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
         self._dirty = False
-        self.compose_ms = (time.perf_counter() - t0) * 1e3
 
     def paintEvent(self, event: QPaintEvent) -> None:
         if self._dirty:

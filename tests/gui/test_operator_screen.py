@@ -53,6 +53,31 @@ def settle(ms: int = 60) -> None:
         time.sleep(0.005)
 
 
+def drag(widget: Any, start: QPoint, by: QPoint) -> None:
+    """Press, move in steps with the button held, release (QTest cannot move a held button)."""
+    from PySide6.QtCore import QEvent, QPointF
+    from PySide6.QtGui import QMouseEvent
+
+    def send(kind: QEvent.Type, pos: QPoint, buttons: Any) -> None:
+        p = QPointF(pos)
+        ev = QMouseEvent(
+            kind,
+            p,
+            widget.mapToGlobal(p),
+            Qt.MouseButton.LeftButton,
+            buttons,
+            Qt.KeyboardModifier.NoModifier,
+        )
+        QApplication.sendEvent(widget, ev)
+
+    held = Qt.MouseButton.LeftButton
+    send(QEvent.Type.MouseButtonPress, start, held)
+    for i in range(1, 6):
+        send(QEvent.Type.MouseMove, start + by * (i / 5), held)
+    send(QEvent.Type.MouseButtonRelease, start + by, Qt.MouseButton.NoButton)
+    settle()
+
+
 class Shooter:
     """Saves the window in both themes and both sizes with the display held still."""
 
@@ -213,6 +238,11 @@ def test_overlay_toggle_and_opacity_change_the_drawn_image(
     stronger = drawn()
     assert np.mean(stronger != with_overlay) > 0.001, "opacity did not change the image"
     assert view.result is frozen  # still the same part: only the overlay changed
+    # Drag with a finger: the picture moves with it (the view's centre the other way).
+    before = view.view
+    drag(view, QPoint(view.width() // 2, view.height() // 2), QPoint(-80, -60))
+    assert view.frozen and view.result is frozen
+    assert view.view.cx > before.cx and view.view.cy > before.cy, (before, view.view)
     shoot(window, "03-frozen-zoom-overlay")
     window.set_opacity(window.cfg.gui.overlay_opacity)
     qtbot.mouseClick(view.live_button, Qt.MouseButton.LeftButton)
