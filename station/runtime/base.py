@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 
-class RuntimeKind(str, Enum):
+class RuntimeKind(StrEnum):
     TORCH = "torch"
     ONNX = "onnx"
     TENSORRT = "tensorrt"
