@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from station.model.patchcore import PatchCore
 
 # Small on purpose: a whole session pays for these once, and they only need to look like a product.
-DEMO_COUNTS = {"n_train": 40, "n_test_good": 10, "n_per_defect": 5}
+DEMO_TRAIN, DEMO_TEST_GOOD, DEMO_PER_DEFECT = 40, 10, 5
 DEMO_IMAGE_SIZE = 224
 
 
@@ -29,7 +29,9 @@ def demo_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from station.demo_product import generate_demo_product
 
     root = tmp_path_factory.mktemp("demo") / "demo_product"
-    generate_demo_product(root, **DEMO_COUNTS)
+    generate_demo_product(
+        root, n_train=DEMO_TRAIN, n_test_good=DEMO_TEST_GOOD, n_per_defect=DEMO_PER_DEFECT
+    )
     return root
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +65,7 @@ def state_events(events: list[StationEvent]) -> list[StationState | None]:
 
 
 @pytest.fixture
-def line_factory(tmp_path: Path) -> Callable[..., Line]:
+def line_factory(tmp_path: Path) -> Iterator[Callable[..., Line]]:
     """Lines that are always stopped at the end of the test, even when it fails."""
     lines: list[Line] = []
 
