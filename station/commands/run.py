@@ -94,7 +94,8 @@ def _run_gui(cfg: Any, ddir: Path, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return int(app.run(cfg, ddir, kiosk=args.kiosk or cfg.gui.kiosk, max_frames=args.max_frames))
+    kiosk = args.kiosk or cfg.gui.kiosk
+    return int(app.run_gui(cfg, ddir, kiosk=kiosk, max_frames=args.max_frames))
 
 
 def run_headless(cfg: Any, ddir: Path, *, max_frames: int | None, interval: float) -> int:
