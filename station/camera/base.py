@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import numpy as np
 
 from station.errors import CameraError
 
-__all__ = ["Camera", "CameraError", "CameraInfo", "Frame"]
+__all__ = ["Camera", "CameraContext", "CameraError", "CameraInfo", "Frame"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,28 @@ class CameraInfo:
     user_name: str = ""
     fps: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+
+class CameraContext:
+    """`with camera:` opens and always closes; shared by every camera class."""
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 @runtime_checkable

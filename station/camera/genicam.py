@@ -18,12 +18,11 @@ from collections import deque
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from station.camera.base import CameraInfo, Frame
+from station.camera.base import CameraContext, CameraInfo, Frame
 from station.camera.pixel_formats import SUPPORTED_FORMATS, convert
 from station.config import GenICamConfig
 from station.errors import CameraError
@@ -624,7 +623,7 @@ def read_device_features(
 
 
 # -- the camera ---------------------------------------------------------------------------------
-class GenICamCamera:
+class GenICamCamera(CameraContext):
     """A GenICam device through harvesters, configured from `[camera.genicam]`.
 
     `frames()` starts acquisition and stops it when the iterator is closed or dropped; with
@@ -765,18 +764,6 @@ class GenICamCamera:
             fps=fps,
             extra=extra,
         )
-
-    def __enter__(self) -> GenICamCamera:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- internals -----------------------------------------------------------------------------
     def _label(self) -> str:

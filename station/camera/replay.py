@@ -8,12 +8,11 @@ import threading
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from types import TracebackType
 
 import cv2
 import numpy as np
 
-from station.camera.base import CameraInfo, Frame
+from station.camera.base import CameraContext, CameraInfo, Frame
 from station.config import ReplayConfig
 from station.errors import CameraError, ImageError
 from station.imageio import IMAGE_SUFFIXES, read_image, to_engine_image
@@ -60,7 +59,7 @@ def scan_folder(root: Path) -> tuple[list[tuple[Path, str | None]], str]:
         raise CameraError(f"replay folder {root} cannot be read: {exc}") from None
 
 
-class ReplayCamera:
+class ReplayCamera(CameraContext):
     """Frames from a folder (sorted or seeded-shuffled, optionally looping) or a video file.
 
     `fps` paces delivery like a line (0 = as fast as the consumer takes them). Each frame carries
@@ -149,18 +148,6 @@ class ReplayCamera:
             if labels:
                 extra["labels"] = ", ".join(labels)
         return CameraInfo(kind=self.kind, model=self.path.name, fps=self.fps or None, extra=extra)
-
-    def __enter__(self) -> ReplayCamera:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- internals ---------------------------------------------------------------------------
     def _is_video(self) -> bool:

@@ -7,13 +7,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Generator
-from types import TracebackType
 from typing import Any
 
 import cv2
 import numpy as np
 
-from station.camera.base import CameraInfo, Frame
+from station.camera.base import CameraContext, CameraInfo, Frame
 from station.config import UVCConfig
 from station.errors import CameraError, ImageError
 from station.imageio import to_engine_image
@@ -26,7 +25,7 @@ log = logging.getLogger(__name__)
 _FAILED_READS_FOR_LOSS = 5
 
 
-class UVCCamera:
+class UVCCamera(CameraContext):
     """A USB webcam by index; frames are RGB uint8. Unplugging raises CameraError."""
 
     kind = "uvc"
@@ -142,18 +141,6 @@ class UVCCamera:
         return CameraInfo(
             kind=self.kind, model="USB camera", serial=str(self.index), fps=fps, extra=extra
         )
-
-    def __enter__(self) -> UVCCamera:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _to_rgb(self, bgr: np.ndarray) -> np.ndarray:
         if bgr.ndim == 3 and bgr.shape[2] == 3:

@@ -38,6 +38,12 @@ def real_subset(tmp_path: Path, name: str, n_train: int, n_test: int) -> Path:
     return dst
 
 
+def cli_fit(data: Path, out: Path, tmp_path: Path) -> None:
+    """`station fit` with the small test config; asserts it succeeded."""
+    args = ["fit", "--data", str(data), "--out", str(out), "--quiet"]
+    assert main([*args, "--config", str(small_config(tmp_path))]) == 0
+
+
 def small_config(tmp_path: Path) -> Path:
     cfg = tmp_path / "small.toml"
     cfg.write_text("[model]\nimage_size = 224\ncoreset_ratio = 0.05\n")
@@ -47,21 +53,7 @@ def small_config(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_fit_and_evaluate_demo_product(demo_product: Path, tmp_path: Path, capsys):
     model = tmp_path / "models" / "demo" / "v0001"
-    assert (
-        main(
-            [
-                "fit",
-                "--data",
-                str(demo_product),
-                "--out",
-                str(model),
-                "--quiet",
-                "--config",
-                str(small_config(tmp_path)),
-            ]
-        )
-        == 0
-    )
+    cli_fit(demo_product, model, tmp_path)
     assert "bank" in capsys.readouterr().out
     out = tmp_path / "eval.json"
     assert (
@@ -104,21 +96,7 @@ def test_fit_and_evaluate_demo_product(demo_product: Path, tmp_path: Path, capsy
 def test_fit_and_evaluate_real_magnetic_tile_subset(tmp_path: Path):
     data = real_subset(tmp_path, "magnetic_tile", n_train=40, n_test=6)
     model = tmp_path / "mt"
-    assert (
-        main(
-            [
-                "fit",
-                "--data",
-                str(data),
-                "--out",
-                str(model),
-                "--quiet",
-                "--config",
-                str(small_config(tmp_path)),
-            ]
-        )
-        == 0
-    )
+    cli_fit(data, model, tmp_path)
     out = tmp_path / "eval.json"
     assert (
         main(
@@ -148,21 +126,7 @@ def test_runtime_conformance_on_real_images(tmp_path: Path, record_property):
     """Same real images through every runtime present: maps agree, AUROC equal to 3 decimals."""
     data = real_subset(tmp_path, "magnetic_tile", n_train=30, n_test=4)
     model = tmp_path / "mt"
-    assert (
-        main(
-            [
-                "fit",
-                "--data",
-                str(data),
-                "--out",
-                str(model),
-                "--quiet",
-                "--config",
-                str(small_config(tmp_path)),
-            ]
-        )
-        == 0
-    )
+    cli_fit(data, model, tmp_path)
     items = [
         (f, d.name != "good") for d in sorted((data / "test").iterdir()) for f in list_images(d)
     ]
