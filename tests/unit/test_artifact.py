@@ -73,7 +73,7 @@ def test_newer_format_is_refused(artifact_copy: Path):
 
 def test_missing_onnx_is_refused(artifact_copy: Path):
     (artifact_copy / ONNX).unlink()
-    with pytest.raises(ModelError, match="feature_extractor.onnx is missing"):
+    with pytest.raises(ModelError, match=r"feature_extractor\.onnx is missing"):
         load_artifact(artifact_copy)
 
 
