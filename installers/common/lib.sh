@@ -460,3 +460,39 @@ finish() {
         log "done: $CHANGES change(s)"
     fi
 }
+
+# The steps after the system packages, the same on every platform. The calling installer defines
+# install_python_stack and the globals (PREFIX, VENV, DATA_DIR, STATION_USER, CAMERA_GROUP, ...).
+# shellcheck disable=SC2153  # the globals are set by the installer that sources this file
+install_station() {
+    log "== user and groups"
+    ensure_group "$CAMERA_GROUP"
+    # video: GPU device nodes (Jetson) and cameras; the camera group: USB3 Vision devices.
+    ensure_user "$STATION_USER" video "$CAMERA_GROUP"
+    log "== directories"
+    ensure_dir "$PREFIX" 0755 root:root
+    ensure_dir "$PREFIX/bin" 0755 root:root
+    ensure_dir "$DATA_DIR" 0750 "$STATION_USER:$STATION_USER"
+    log "== python environment"
+    install_python_stack
+    log "== service, kiosk, cameras"
+    install_system_files "$PREFIX" "$VENV" "$STATION_USER" "$DATA_DIR" "$GENTL_PATH" "$KIOSK" "$AUTOLOGIN"
+    finish
+    if ((!DRY_RUN && CHANGES)); then
+        log "reboot (or log in as $STATION_USER) to start the station"
+    fi
+}
+
+do_uninstall() {
+    require_root
+    uninstall_common "$PREFIX" "$STATION_USER" "$DATA_DIR"
+    finish
+}
+
+main_dispatch() {
+    if ((UNINSTALL)); then
+        do_uninstall
+    else
+        do_install
+    fi
+}

@@ -140,32 +140,7 @@ do_install() {
     # python3-libnvinfer: TensorRT's Python bindings from JetPack; libxcb-cursor0: Qt 6.5+.
     ensure_packages python3-venv python3-dev build-essential python3-libnvinfer \
         libxcb-cursor0 libxkbcommon-x11-0 udev
-    log "== user and groups"
-    ensure_group "$CAMERA_GROUP"
-    # video: the Jetson GPU device nodes; station-camera: USB3 Vision cameras.
-    ensure_user "$STATION_USER" video "$CAMERA_GROUP"
-    log "== directories"
-    ensure_dir "$PREFIX" 0755 root:root
-    ensure_dir "$PREFIX/bin" 0755 root:root
-    ensure_dir "$DATA_DIR" 0750 "$STATION_USER:$STATION_USER"
-    log "== python environment"
-    install_python_stack
-    log "== service, kiosk, cameras"
-    install_system_files "$PREFIX" "$VENV" "$STATION_USER" "$DATA_DIR" "$GENTL_PATH" "$KIOSK" "$AUTOLOGIN"
-    finish
-    if ((!DRY_RUN && CHANGES)); then
-        log "reboot (or log in as $STATION_USER) to start the station"
-    fi
+    install_station
 }
 
-do_uninstall() {
-    require_root
-    uninstall_common "$PREFIX" "$STATION_USER" "$DATA_DIR"
-    finish
-}
-
-if ((UNINSTALL)); then
-    do_uninstall
-else
-    do_install
-fi
+main_dispatch

@@ -121,31 +121,7 @@ do_install() {
     local packages=(python3-venv libxcb-cursor0 libxkbcommon-x11-0 libegl1 libgl1 udev)
     ((WITH_TENSORRT)) && packages+=(python3-dev build-essential)
     ensure_packages "${packages[@]}"
-    log "== user and groups"
-    ensure_group "$CAMERA_GROUP"
-    ensure_user "$STATION_USER" video "$CAMERA_GROUP"
-    log "== directories"
-    ensure_dir "$PREFIX" 0755 root:root
-    ensure_dir "$PREFIX/bin" 0755 root:root
-    ensure_dir "$DATA_DIR" 0750 "$STATION_USER:$STATION_USER"
-    log "== python environment"
-    install_python_stack
-    log "== service, kiosk, cameras"
-    install_system_files "$PREFIX" "$VENV" "$STATION_USER" "$DATA_DIR" "$GENTL_PATH" "$KIOSK" "$AUTOLOGIN"
-    finish
-    if ((!DRY_RUN && CHANGES)); then
-        log "reboot (or log in as $STATION_USER) to start the station"
-    fi
+    install_station
 }
 
-do_uninstall() {
-    require_root
-    uninstall_common "$PREFIX" "$STATION_USER" "$DATA_DIR"
-    finish
-}
-
-if ((UNINSTALL)); then
-    do_uninstall
-else
-    do_install
-fi
+main_dispatch
