@@ -322,25 +322,18 @@ class Database:
     ) -> list[InspectionRow]:
         """Recorded frames with since <= time < until, newest first; `verdict` filters the
         station's verdict ('OK' / 'NOK'), not QA overrides."""
-        where: list[str] = []
-        params: list[Any] = []
-        lo, hi = to_epoch(since), to_epoch(until)
-        if lo is not None:
-            where.append("time >= ?")
-            params.append(lo)
-        if hi is not None:
-            where.append("time < ?")
-            params.append(hi)
-        if verdict is not None:
-            where.append("verdict = ?")
-            params.append(Verdict(str(getattr(verdict, "value", verdict)).upper()).value)
-        sql = f"SELECT {INSPECTION_COLUMNS} FROM inspections"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY time DESC, id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(max(0, int(limit)))
+        verdict_value = (
+            None
+            if verdict is None
+            else Verdict(str(getattr(verdict, "value", verdict)).upper()).value
+        )
+        sql, params = _windowed(
+            f"SELECT {INSPECTION_COLUMNS} FROM inspections",
+            since,
+            until,
+            {"verdict": verdict_value},
+            limit,
+        )
         return [_inspection(r) for r in self.fetch(sql, params)]
 
     def get_inspection(self, row_id: int) -> InspectionRow | None:
@@ -360,25 +353,13 @@ class Database:
         limit: int | None = None,
     ) -> list[EventRow]:
         """Recorded events with since <= time < until, newest first."""
-        where: list[str] = []
-        params: list[Any] = []
-        lo, hi = to_epoch(since), to_epoch(until)
-        if lo is not None:
-            where.append("time >= ?")
-            params.append(lo)
-        if hi is not None:
-            where.append("time < ?")
-            params.append(hi)
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(kind)
-        sql = "SELECT id, time, kind, message, state, data FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY time DESC, id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(max(0, int(limit)))
+        sql, params = _windowed(
+            "SELECT id, time, kind, message, state, data FROM events",
+            since,
+            until,
+            {"kind": kind},
+            limit,
+        )
         return [_event(r) for r in self.fetch(sql, params)]
 
     def shift_counts(self, shift: str) -> ShiftCounts:
@@ -432,3 +413,28 @@ def event_row(event: StationEvent) -> tuple[Any, ...]:
     """The INSERT_EVENT parameters for an event."""
     state = event.state.value if event.state is not None else None
     return (event.time, event.kind, event.message, state, event_json(event.data))
+
+
+def _windowed(
+    select: str, since: TimeArg, until: TimeArg, equals: dict[str, Any], limit: int | None
+) -> tuple[str, list[Any]]:
+    """`select` limited to since <= time < until and column = value filters, newest first."""
+    where: list[str] = []
+    params: list[Any] = []
+    lo, hi = to_epoch(since), to_epoch(until)
+    if lo is not None:
+        where.append("time >= ?")
+        params.append(lo)
+    if hi is not None:
+        where.append("time < ?")
+        params.append(hi)
+    for column, value in equals.items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    sql = select + (" WHERE " + " AND ".join(where) if where else "")
+    sql += " ORDER BY time DESC, id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(max(0, int(limit)))
+    return sql, params
