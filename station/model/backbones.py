@@ -101,13 +101,20 @@ class EfficientNetLite(nn.Module):
             blocks.append(MBConv(cin, cmid, cout, k, stride))
             stage_of_block.append(stage)
             prev_out = cout
-        # Stage 2 ends at stride 8, stage 4 at stride 16; later blocks are never run.
+        # Stage 2 ends at stride 8, stage 4 at stride 16, stage 6 at stride 32. Blocks after the
+        # deepest tap a model uses are never run.
         self.taps = {
             "stride8": max(i for i, s in enumerate(stage_of_block) if s == 2),
             "stride16": max(i for i, s in enumerate(stage_of_block) if s == 4),
+            "stride32": max(i for i, s in enumerate(stage_of_block) if s == 6),
         }
         self.channels = {name: blocks[i]._bn2.num_features for name, i in self.taps.items()}
-        self._blocks = nn.ModuleList(blocks[: max(self.taps.values()) + 1])
+        self._blocks = nn.ModuleList(blocks)
+
+    def keep_only(self, layers: list[str]) -> None:
+        """Drop the taps not used and the blocks after the deepest one (they would cost time)."""
+        self.taps = {name: i for name, i in self.taps.items() if name in layers}
+        self._blocks = self._blocks[: max(self.taps.values()) + 1]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = F.relu6(self._bn0(self._conv_stem(x)))

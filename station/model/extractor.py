@@ -23,6 +23,9 @@ class FeatureExtractor(nn.Module):
         intensity_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        keep_only = getattr(backbone, "keep_only", None)
+        if callable(keep_only):
+            keep_only(list(layers))
         self.backbone = backbone
         self.layers = list(layers)
         self.aggregation = aggregation
@@ -33,8 +36,8 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         maps = self.backbone(images)
-        first = maps[self.layers[0]]
-        size = (int(first.shape[-2]), int(first.shape[-1]))
+        # Every layer is brought to the stride-8 patch grid, whichever layers are chosen.
+        size = (int(images.shape[-2]) // 8, int(images.shape[-1]) // 8)
         feats = []
         for name in self.layers:
             f = maps[name]

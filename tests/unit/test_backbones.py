@@ -10,18 +10,35 @@ from station.model.backbones import BasicBlock, ResNet, load_backbone
 
 
 @pytest.mark.parametrize(
-    "name,c8,c16",
+    "name,c8,c16,c32",
     [
-        ("efficientnet_lite0", 40, 112),
-        ("efficientnet_lite1", 40, 112),
-        ("efficientnet_lite2", 48, 120),
+        ("efficientnet_lite0", 40, 112, 320),
+        ("efficientnet_lite1", 40, 112, 320),
+        ("efficientnet_lite2", 48, 120, 352),
     ],
 )
-def test_lite_backbones_load_packaged_weights(name, c8, c16):
+def test_lite_backbones_load_packaged_weights(name, c8, c16, c32):
     bb = load_backbone(name)
-    assert bb.channels == {"stride8": c8, "stride16": c16}
+    assert bb.channels == {"stride8": c8, "stride16": c16, "stride32": c32}
     out = bb.module(torch.zeros(1, 3, 224, 224))
     assert out["stride8"].shape == (1, c8, 28, 28) and out["stride16"].shape == (1, c16, 14, 14)
+    assert out["stride32"].shape == (1, c32, 7, 7)
+
+
+def test_extractor_runs_only_the_blocks_its_layers_need():
+    """Stride-8/16 models must not pay for the stride-32 stage; any layer set gives the stride-8
+    patch grid the map and the bank are indexed by."""
+    from station.model.extractor import FeatureExtractor
+
+    full = len(load_backbone("efficientnet_lite0").module._blocks)
+    shallow = load_backbone("efficientnet_lite0")
+    fx = FeatureExtractor(shallow.module, ["stride8", "stride16"], shallow.channels)
+    assert len(shallow.module._blocks) < full
+    assert fx(torch.zeros(1, 3, 160, 160)).shape == (1, 40 + 112, 20, 20)
+    deep = load_backbone("efficientnet_lite0")
+    fx = FeatureExtractor(deep.module, ["stride16", "stride32"], deep.channels)
+    assert len(deep.module._blocks) == full
+    assert fx(torch.zeros(1, 3, 160, 160)).shape == (1, 112 + 320, 20, 20)
 
 
 def test_resnet_needs_a_weights_file():
