@@ -74,7 +74,8 @@ class ModelConfig:
     coreset_ratio: float = 0.1
     coreset_projection: int = 128  # random projection size for the greedy k-center selection
     max_bank: int = 40000  # hard cap on the memory bank, whatever the ratio
-    reweight_neighbors: int = 9  # b in the paper's score reweighting
+    reweight_neighbors: int = 9  # b in the paper's score reweighting (used when score_top = 0)
+    score_top: float = 0.01  # image score = mean of the top 1 % of patch scores; 0 = the max
     blur_sigma: float = 4.0  # Gaussian smoothing of the anomaly map, in input pixels
     runtime: str = "onnx"  # torch | onnx | tensorrt
     threads: int = 0  # intra-op threads for torch / onnxruntime; 0 = all cores
@@ -230,6 +231,8 @@ def validate(cfg: StationConfig) -> None:
         raise bad("model.runtime", f"'{cfg.model.runtime}' is not one of torch, onnx, tensorrt")
     if not 0.0 < cfg.model.coreset_ratio <= 1.0:
         raise bad("model.coreset_ratio", "must be in (0, 1]")
+    if not 0.0 <= cfg.model.score_top < 1.0:
+        raise bad("model.score_top", "must be in [0, 1): a share of the patches, 0 = the max")
     if cfg.model.image_size < 32 or cfg.model.image_size % 16:
         raise bad("model.image_size", "must be a multiple of 16 and at least 32")
     if cfg.inspection.queue_size < 1:

@@ -61,6 +61,9 @@ class Manifest:
     fit_seconds: float
     format_version: int = FORMAT_VERSION
     intensity_weight: float = 0.0  # weight of the local-brightness feature channel (0 = none)
+    # Image score: mean of the top fraction of patch scores; 0 (models from before it existed) =
+    # the paper's reweighted maximum.
+    score_top: float = 0.0
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

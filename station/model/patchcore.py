@@ -28,7 +28,7 @@ from station.model.artifact import (
 )
 from station.model.backbones import LoadedBackbone, load_backbone
 from station.model.extractor import FeatureExtractor
-from station.model.memory_bank import MemoryBank, hierarchical_coreset
+from station.model.memory_bank import MemoryBank, Neighbours, hierarchical_coreset
 from station.model.preprocess import (
     STRIDE,
     Prepared,
@@ -129,6 +129,7 @@ class PatchCore:
         self.pre = m.preprocessing
         self.blur_sigma = m.blur_sigma
         self.neighbours = m.reweight_neighbors
+        self.score_top = m.score_top
 
     @property
     def threshold(self) -> float:
@@ -165,10 +166,7 @@ class PatchCore:
         rows = np.ascontiguousarray(feats.transpose(0, 2, 3, 1)[valid])
         nn = self.bank.search(rows, 1)
         dist = nn.distances[:, 0]
-        best = int(np.argmax(dist))
-        score = self.bank.reweighted_score(
-            rows[best], int(nn.indices[best, 0]), float(dist[best]), self.neighbours
-        )
+        score = image_score(self.bank, rows, nn, self.score_top, self.neighbours)
         t3 = time.perf_counter()
         grid = np.zeros(valid.shape, np.float32)
         grid[valid] = dist
@@ -325,7 +323,8 @@ def fit(
         bank = rows[sel]
         memory = MemoryBank(bank, threads=cfg.threads)
         cal_scores = [
-            _image_score(memory, feats[i], prepared[i], cfg.reweight_neighbors) for i in cal_idx
+            _image_score(memory, feats[i], prepared[i], cfg.score_top, cfg.reweight_neighbors)
+            for i in cal_idx
         ]
         threshold = (
             float(np.quantile(cal_scores, CALIBRATION_QUANTILE)) if cal_scores else float("inf")
@@ -346,6 +345,7 @@ def fit(
             bank_size=int(bank.shape[0]),
             coreset_ratio=cfg.coreset_ratio,
             reweight_neighbors=cfg.reweight_neighbors,
+            score_top=cfg.score_top,
             blur_sigma=cfg.blur_sigma,
             threshold=threshold,
             threshold_source=f"calibration q{CALIBRATION_QUANTILE} of {len(cal_scores)} good parts",
@@ -361,13 +361,31 @@ def fit(
     )
 
 
-def _image_score(bank: MemoryBank, feats: np.ndarray, prepared: Prepared, b: int) -> float:
+def image_score(
+    bank: MemoryBank, rows: np.ndarray, nn: Neighbours, top: float, neighbours: int
+) -> float:
+    """One image's score from its patches' nearest-neighbour distances.
+
+    top > 0: the mean of the highest `top` fraction of patch scores (at least one patch). A real
+    defect lights up a cluster of neighbouring patches and often several defects share a part,
+    while a lone rare-but-normal patch is one outlier: the mean over the top patches separates the
+    two where the single maximum cannot (deeppcb: 0.74 -> 0.82 image AUROC).
+    top = 0: the paper's reweighted maximum.
+    """
+    dist = nn.distances[:, 0]
+    if top > 0:
+        k = max(1, round(top * dist.size))
+        return float(np.partition(dist, dist.size - k)[dist.size - k :].mean())
+    best = int(np.argmax(dist))
+    nearest = int(nn.indices[best, 0])
+    return bank.reweighted_score(rows[best], nearest, float(dist[best]), neighbours)
+
+
+def _image_score(
+    bank: MemoryBank, feats: np.ndarray, prepared: Prepared, top: float, b: int
+) -> float:
     rows = valid_patch_features(feats, prepared)
-    nn = bank.search(rows, 1)
-    best = int(np.argmax(nn.distances[:, 0]))
-    return bank.reweighted_score(
-        rows[best], int(nn.indices[best, 0]), float(nn.distances[best, 0]), b
-    )
+    return image_score(bank, rows, bank.search(rows, 1), top, b)
 
 
 __all__ = ["STRIDE", "FitReport", "PatchCore", "Prediction", "fit", "training_images"]

@@ -30,6 +30,9 @@ def test_wrong_type_and_value(tmp_path: Path):
     f.write_text("[model]\nruntime = 'cuda'\n")
     with pytest.raises(ConfigError, match=r"model.runtime: 'cuda' is not one of"):
         load_config(f)
+    f.write_text("[model]\nscore_top = 5\n")
+    with pytest.raises(ConfigError, match=r"model.score_top: must be in \[0, 1\)"):
+        load_config(f)
 
 
 def test_missing_and_broken_files(tmp_path: Path):
