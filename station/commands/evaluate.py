@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {args.model} on {args.data}: {report.n_good} good, {report.n_defect} defective")
     print(
         f"  image AUROC {_fmt(report.image_auroc)}  pixel AUROC {_fmt(report.pixel_auroc)}  "
-        f"AUPRO(0.3) {_fmt(report.aupro)}"
+        f"AUPRO(0.3) {_fmt(report.aupro)}\n"
+        f"  pixel AUROC against good parts only {_fmt(report.pixel_auroc_good)}"
     )
     for t, v in report.per_type.items():
         print(f"  {t:<16} image AUROC {_fmt(v)}")

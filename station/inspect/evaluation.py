@@ -12,7 +12,7 @@ import numpy as np
 from station.errors import StationError
 from station.imageio import list_images, read_image
 from station.inspect.decision import ThresholdChoice, threshold_for_fnr
-from station.inspect.metrics import aupro, auroc, pixel_auroc
+from station.inspect.metrics import aupro, auroc, pixel_auroc, pixel_auroc_against_good
 from station.model.patchcore import PatchCore
 
 
@@ -58,6 +58,7 @@ class EvaluationReport:
     confusion: dict[str, int]
     model: str
     data: str
+    pixel_auroc_good: float = float("nan")  # defect pixels against good parts' pixels only
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,4 +121,5 @@ def evaluate(
         confusion={"tp": choice.tp, "fn": choice.fn, "fp": choice.fp, "tn": choice.tn},
         model=str(model.artifact.path),
         data=str(data),
+        pixel_auroc_good=pixel_auroc_against_good(maps, masks),
     )

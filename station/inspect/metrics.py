@@ -28,6 +28,25 @@ def pixel_auroc(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> floa
     return auroc(scores, labels)
 
 
+def pixel_auroc_against_good(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> float:
+    """Defect pixels against the pixels of defect-free images only.
+
+    Far below `pixel_auroc` when the model finds the unmasked rest of defective parts anomalous
+    (unmarked flaws, coarse masks, context spilling around large defects) rather than the
+    background of good parts.
+    """
+    inside = [
+        np.asarray(m, np.float32)[np.asarray(g) > 0] for m, g in zip(maps, masks, strict=True)
+    ]
+    good = [
+        np.asarray(m, np.float32).ravel() for m, g in zip(maps, masks, strict=True) if not g.any()
+    ]
+    if not good:
+        return float("nan")
+    pos, neg = np.concatenate(inside), np.concatenate(good)
+    return auroc(np.r_[pos, neg], np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)])
+
+
 def aupro(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_limit: float = 0.3) -> float:
     """Per-region overlap integrated over FPR in [0, fpr_limit], normalised to [0, 1].
 

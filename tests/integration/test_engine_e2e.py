@@ -88,6 +88,7 @@ def test_fit_and_evaluate_demo_product(demo_product: Path, tmp_path: Path, capsy
     assert r["n_good"] == 10 and r["n_defect"] == 20
     # The synthetic defects are clear: a working engine separates them and finds where they are.
     assert r["image_auroc"] >= 0.85 and r["pixel_auroc"] >= 0.9
+    assert r["pixel_auroc_good"] >= 0.9
     assert set(r["per_type"]) == {"scratch", "spot", "crack", "missing_print"}
     assert r["fnr"] <= 0.05  # 20 defects: at most floor(0.005*20)=0 misses at the threshold
 

@@ -72,3 +72,19 @@ def test_threshold_meets_target_fnr_and_reports_cost():
 def test_verdict_fails_safe_at_threshold():
     assert verdict(1.0, 1.0) is Verdict.NOK
     assert verdict(0.99, 1.0) is Verdict.OK
+
+
+def test_pixel_auroc_against_good_ignores_the_rest_of_defective_images():
+    """Defect pixels at 5, good parts all 1, but the unmasked rest of the defective part at 9:
+    pooled pixel AUROC is poor, against good parts only it is perfect."""
+    from station.inspect.metrics import pixel_auroc_against_good
+
+    good = np.ones((4, 4), np.float32)
+    bad = np.full((4, 4), 9.0, np.float32)
+    mask = np.zeros((4, 4), np.uint8)
+    mask[:2, :2] = 1
+    bad[:2, :2] = 5.0
+    maps, masks = [good, bad], [np.zeros((4, 4), np.uint8), mask]
+    assert pixel_auroc(maps, masks) == pytest.approx(16 / 28)  # beats the 16 good, not the 12
+    assert pixel_auroc_against_good(maps, masks) == 1.0
+    assert np.isnan(pixel_auroc_against_good([bad], [mask]))
