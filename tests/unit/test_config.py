@@ -13,6 +13,18 @@ def test_defaults_load():
     assert cfg.camera.source == "replay" and cfg.model.runtime in ("onnx", "torch")
 
 
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (Path(__file__).parents[2] / "configs").glob("*.toml"))
+)
+def test_shipped_configs_load_and_name_real_layers(name: str):
+    """Every product config in configs/ loads, and its layers exist in its backbone."""
+    from station.model.backbones import load_backbone
+
+    cfg = load_config(Path(__file__).parents[2] / "configs" / name)
+    if cfg.model.backbone.startswith("efficientnet"):
+        assert set(cfg.model.layers) <= set(load_backbone(cfg.model.backbone).channels)
+
+
 def test_unknown_key_names_file_key_and_suggestion(tmp_path: Path):
     f = tmp_path / "line3.toml"
     f.write_text("[model]\nbackbon = 'resnet18'\n")
