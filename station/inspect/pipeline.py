@@ -77,7 +77,8 @@ DRIFT_QUEUE = 1024  # scores only matter in bulk, but losing them is still count
 def describe_camera(info: CameraInfo) -> str:
     """'kind model serial @ fps' as the status bar shows it."""
     parts = [info.kind, info.vendor, info.model, info.serial or info.user_name]
-    text = " ".join(p for p in parts if p)
+    # dict.fromkeys: a replay folder named "replay" must not read "replay replay".
+    text = " ".join(p for p in dict.fromkeys(parts) if p)
     return f"{text} @ {info.fps:g} fps" if info.fps else text
 
 

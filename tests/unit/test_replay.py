@@ -223,3 +223,14 @@ def test_grab_command_from_a_folder(
     assert saved is not None and saved[0, 0].tolist() == [0, 0, 2]  # written back as BGR
     assert main([*args, "--n", "1", "--out", str(out), "--set", "Width=64"]) == 1
     assert "--set applies to GenICam features only" in capsys.readouterr().err
+
+
+def test_status_text_names_a_replay_folder_once():
+    """The demo replays a folder called 'replay': the status bar said 'replay replay @ 2 fps'."""
+    from station.camera.base import CameraInfo
+    from station.inspect.pipeline import describe_camera
+
+    assert describe_camera(CameraInfo(kind="replay", model="replay", fps=2.0)) == "replay @ 2 fps"
+    assert describe_camera(CameraInfo(kind="replay", model="boards", fps=None)) == "replay boards"
+    genicam = CameraInfo(kind="genicam", vendor="Basler", model="a2A1920", serial="4012")
+    assert describe_camera(genicam) == "genicam Basler a2A1920 4012"
