@@ -369,7 +369,8 @@ def image_score(
     top > 0: the mean of the highest `top` fraction of patch scores (at least one patch). A real
     defect lights up a cluster of neighbouring patches and often several defects share a part,
     while a lone rare-but-normal patch is one outlier: the mean over the top patches separates the
-    two where the single maximum cannot (deeppcb: 0.74 -> 0.82 image AUROC).
+    two where the single maximum cannot (deeppcb image AUROC 0.74 -> 0.83; magnetic_tile, default
+    config, 0.88 -> 0.94).
     top = 0: the paper's reweighted maximum.
     """
     dist = nn.distances[:, 0]
