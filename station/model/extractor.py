@@ -10,6 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def channel_pool_matrix(channels: int, out: int) -> torch.Tensor:
+    """out x channels x 1 x 1 weights equal to adaptive average pooling of channels to `out`."""
+    w = torch.zeros(out, channels, 1, 1)
+    for i in range(out):
+        start, end = (i * channels) // out, -((-(i + 1) * channels) // out)
+        w[i, start:end] = 1.0 / (end - start)
+    return w
+
+
 class FeatureExtractor(nn.Module):
     """Locally aware patch features at stride 8 (Roth et al. 2022, sec. 3.1)."""
 
@@ -33,6 +42,11 @@ class FeatureExtractor(nn.Module):
         self.feature_dim = feature_dim if 0 < feature_dim < total else 0
         self.intensity_weight = float(intensity_weight)
         self.out_channels = (self.feature_dim or total) + (1 if self.intensity_weight else 0)
+        if self.feature_dim:
+            # Channel reduction by adaptive average pooling over channels, as in the paper, held as
+            # a fixed 1x1 convolution: adaptive_avg_pool1d does not export to ONNX with a dynamic
+            # batch, a convolution exports and runs on every runtime.
+            self.register_buffer("reduce_weight", channel_pool_matrix(total, self.feature_dim))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         maps = self.backbone(images)
@@ -52,11 +66,9 @@ class FeatureExtractor(nn.Module):
             feats.append(f)
         out = torch.cat(feats, dim=1)
         if self.feature_dim:
-            # Channel reduction by adaptive average pooling over channels, as in the paper.
-            n, c, h, w = out.shape
-            out = out.permute(0, 2, 3, 1).reshape(n, h * w, c)
-            out = F.adaptive_avg_pool1d(out, self.feature_dim)
-            out = out.reshape(n, h, w, self.feature_dim).permute(0, 3, 1, 2)
+            weight = self.reduce_weight
+            assert isinstance(weight, torch.Tensor)
+            out = F.conv2d(out, weight)
         if self.intensity_weight:
             # ImageNet features are nearly blind to slow brightness changes (batch norm removes
             # them), yet uneven surfaces and glare are defects: append the local mean grey level

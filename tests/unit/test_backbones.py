@@ -78,3 +78,27 @@ def test_missing_keys_and_missing_file(tmp_path: Path):
         load_backbone("resnet18", tmp_path / "absent.pth")
     with pytest.raises(ModelError, match="unknown backbone 'vgg16'"):
         load_backbone("vgg16")
+
+
+def test_channel_reduction_equals_adaptive_pooling_and_exports(tmp_path: Path):
+    """model.feature_dim: the paper's adaptive average pooling over channels, and it must export
+    to ONNX with a dynamic batch (adaptive_avg_pool1d itself does not: fit failed)."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch.nn.functional as F
+
+    from station.model.extractor import FeatureExtractor, channel_pool_matrix
+    from station.model.patchcore import export_onnx
+
+    x = torch.randn(2, 432, 5, 6)
+    pooled = F.adaptive_avg_pool1d(x.permute(0, 2, 3, 1).reshape(2, 30, 432), 160)
+    want = pooled.reshape(2, 5, 6, 160).permute(0, 3, 1, 2)
+    assert torch.allclose(F.conv2d(x, channel_pool_matrix(432, 160)), want, atol=1e-6)
+
+    bb = load_backbone("efficientnet_lite0")
+    fx = FeatureExtractor(bb.module, ["stride16", "stride32"], bb.channels, feature_dim=160).eval()
+    onnx_file = export_onnx(fx, 64, tmp_path / "fx.onnx")
+    images = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    got = ort.InferenceSession(str(onnx_file)).run(None, {"images": images})[0]
+    ref = fx(torch.from_numpy(images)).numpy()
+    assert got.shape == (3, 160, 8, 8) and np.abs(got - ref).max() < 1e-4
