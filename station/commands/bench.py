@@ -119,16 +119,22 @@ def run(args: argparse.Namespace) -> int:
     flops_per_tile = extractor_flops(fx, m.preprocessing.image_size)
     probe.close()
     rate = gemm_gflops()
-    report = bench_runtime(
-        args.model,
-        runtime,
-        images,
-        args.iterations,
-        args.warmup,
-        cfg.model.threads,
-        rate,
-        flops_per_tile,
-    )
+
+    def measure(kind: str) -> dict[str, Any]:
+        # Every runtime on the same images, iterations and GEMM rate: the ratios compare like
+        # with like.
+        return bench_runtime(
+            args.model,
+            kind,
+            images,
+            args.iterations,
+            args.warmup,
+            cfg.model.threads,
+            rate,
+            flops_per_tile,
+        )
+
+    report = measure(runtime)
     report.update(
         {
             "gemm_gflops": round(rate, 1),
@@ -141,16 +147,7 @@ def run(args: argparse.Namespace) -> int:
     for other in args.compare:
         if other == runtime:
             continue
-        r = bench_runtime(
-            args.model,
-            other,
-            images,
-            args.iterations,
-            args.warmup,
-            cfg.model.threads,
-            rate,
-            flops_per_tile,
-        )
+        r = measure(other)
         r["throughput_ratio"] = round(report["throughput_fps"] / r["throughput_fps"], 2)
         compared.append(r)
     if compared:
