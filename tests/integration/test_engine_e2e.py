@@ -151,3 +151,22 @@ def test_runtime_conformance_on_real_images(tmp_path: Path, record_property):
         )
         assert rel < 1e-3
         assert round(auroc(scores, labels), 3) == round(ref_auc, 3)
+
+
+def test_bench_json_compares_runtimes_on_the_same_model(
+    demo_model: Path, demo_product: Path, tmp_path: Path
+):
+    """`station bench` keeps the JSON keys later tooling reads, and a compared runtime carries its
+    throughput ratio. Timing values are not asserted: benchmarks, not tests, judge speed."""
+    out = tmp_path / "bench.json"
+    args = ["bench", "--model", str(demo_model), "--data", str(demo_product), "--runtime", "onnx"]
+    args += ["--compare", "torch", "--images", "3", "--iterations", "4", "--warmup", "1"]
+    assert main([*args, "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["runtime"] == "onnx" and set(r["latency_ms"]) == {"p50", "p95"}
+    assert set(r["stages_ms"]) == {"preprocess", "backbone", "knn", "postprocess"}
+    for key in ("throughput_fps", "peak_rss_mb", "floor_ms", "x_floor"):
+        assert r[key] > 0
+    (torch_run,) = r["compare"]
+    assert torch_run["runtime"] == "torch" and torch_run["throughput_ratio"] > 0
+    assert torch_run["floor_ms"] == r["floor_ms"]  # one GEMM rate, one floor, for both
