@@ -46,7 +46,12 @@ def run(args: argparse.Namespace) -> int:
         f"  pixel AUROC against good parts only {_fmt(report.pixel_auroc_good)}"
     )
     for t, v in report.per_type.items():
-        print(f"  {t:<16} image AUROC {_fmt(v)}")
+        px = report.per_type_pixel.get(t, float("nan"))
+        share = report.defect_pixel_share.get(t, float("nan"))
+        print(
+            f"  {t:<16} image AUROC {_fmt(v)}  pixel AUROC {_fmt(px)}"
+            f"  ({'n/a' if math.isnan(share) else f'{share:.0%}'} of defect pixels)"
+        )
     c = report.confusion
     print(
         f"  threshold {report.threshold:.4g} for FNR <= {report.target_fnr}: FNR {_fmt(report.fnr)}"

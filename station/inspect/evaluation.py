@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,13 @@ import numpy as np
 from station.errors import StationError
 from station.imageio import list_images, read_image
 from station.inspect.decision import ThresholdChoice, threshold_for_fnr
-from station.inspect.metrics import aupro, auroc, pixel_auroc, pixel_auroc_against_good
+from station.inspect.metrics import (
+    aupro,
+    auroc,
+    per_type_pixel_auroc,
+    pixel_auroc,
+    pixel_auroc_against_good,
+)
 from station.model.patchcore import PatchCore
 
 
@@ -59,6 +65,11 @@ class EvaluationReport:
     model: str
     data: str
     pixel_auroc_good: float = float("nan")  # defect pixels against good parts' pixels only
+    # Per defect type: pixel AUROC over that type's images and the good ones, and the type's share
+    # of all defect pixels. Pooled pixel AUROC is weighted by area: one large, faint type (e.g.
+    # magnetic_tile 'uneven', 71 % of its defect pixels) can set it on its own.
+    per_type_pixel: dict[str, float] = field(default_factory=dict)
+    defect_pixel_share: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,6 +114,7 @@ def evaluate(
         )
         for t in sorted(set(kinds) - {"good"})
     }
+    per_type_pixel, share = per_type_pixel_auroc(maps, masks, kinds)
     if is_defect.any():
         choice = threshold_for_fnr(s[~is_defect], s[is_defect], target_fnr)
     else:
@@ -122,4 +134,6 @@ def evaluate(
         model=str(model.artifact.path),
         data=str(data),
         pixel_auroc_good=pixel_auroc_against_good(maps, masks),
+        per_type_pixel=per_type_pixel,
+        defect_pixel_share=share,
     )

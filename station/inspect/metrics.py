@@ -47,6 +47,27 @@ def pixel_auroc_against_good(maps: Sequence[np.ndarray], masks: Sequence[np.ndar
     return auroc(np.r_[pos, neg], np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)])
 
 
+def per_type_pixel_auroc(
+    maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], kinds: Sequence[str]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Pixel AUROC of each defect type (its images with the good ones) and its share of pixels.
+
+    kinds: the defect type of each image, "good" for defect-free ones.
+    """
+    good = [i for i, k in enumerate(kinds) if k == "good"]
+    area = {k: 0 for k in kinds if k != "good"}
+    for m, k in zip(masks, kinds, strict=True):
+        if k != "good":
+            area[k] += int(np.count_nonzero(m))
+    total = sum(area.values())
+    per_type, share = {}, {}
+    for t in sorted(area):
+        idx = good + [i for i, k in enumerate(kinds) if k == t]
+        per_type[t] = pixel_auroc([maps[i] for i in idx], [masks[i] for i in idx])
+        share[t] = area[t] / total if total else float("nan")
+    return per_type, share
+
+
 def aupro(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_limit: float = 0.3) -> float:
     """Per-region overlap integrated over FPR in [0, fpr_limit], normalised to [0, 1].
 

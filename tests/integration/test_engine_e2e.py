@@ -90,6 +90,9 @@ def test_fit_and_evaluate_demo_product(demo_product: Path, tmp_path: Path, capsy
     assert r["image_auroc"] >= 0.85 and r["pixel_auroc"] >= 0.9
     assert r["pixel_auroc_good"] >= 0.9
     assert set(r["per_type"]) == {"scratch", "spot", "crack", "missing_print"}
+    assert set(r["per_type_pixel"]) == set(r["per_type"]) == set(r["defect_pixel_share"])
+    assert min(r["per_type_pixel"].values()) >= 0.8
+    assert sum(r["defect_pixel_share"].values()) == pytest.approx(1.0)
     assert r["fnr"] <= 0.05  # 20 defects: at most floor(0.005*20)=0 misses at the threshold
 
 

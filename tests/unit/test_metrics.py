@@ -88,3 +88,18 @@ def test_pixel_auroc_against_good_ignores_the_rest_of_defective_images():
     assert pixel_auroc(maps, masks) == pytest.approx(16 / 28)  # beats the 16 good, not the 12
     assert pixel_auroc_against_good(maps, masks) == 1.0
     assert np.isnan(pixel_auroc_against_good([bad], [mask]))
+
+
+def test_per_type_pixel_auroc_separates_types_and_weighs_their_area():
+    """Type 'a' (one pixel) is found, type 'b' (three pixels) is not: per type 1.0 and 0.0 where the
+    pooled figure mixes them by area."""
+    from station.inspect.metrics import per_type_pixel_auroc
+
+    good = np.ones((2, 2), np.float32)
+    a, a_mask = np.array([[9, 1], [1, 1]], np.float32), np.array([[1, 0], [0, 0]], np.uint8)
+    b, b_mask = np.array([[0, 0], [0, 5]], np.float32), np.array([[1, 1], [1, 0]], np.uint8)
+    maps, masks = [good, a, b], [np.zeros((2, 2), np.uint8), a_mask, b_mask]
+    per_type, share = per_type_pixel_auroc(maps, masks, ["good", "a", "b"])
+    assert per_type == {"a": 1.0, "b": 0.0}
+    assert share == {"a": 0.25, "b": 0.75}
+    assert 0.0 < pixel_auroc(maps, masks) < 1.0
