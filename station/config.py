@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from station.compat import tomllib
 from station.errors import ConfigError
 
 T = TypeVar("T")

@@ -237,9 +237,9 @@ user_home() {
 
 # -- Python environment -----------------------------------------------------------------------
 
-# python_ok PYTHON: the interpreter exists and is 3.11 or newer (pyproject's requires-python).
+# python_ok PYTHON: the interpreter exists and is 3.10 or newer (pyproject's requires-python).
 python_ok() {
-    "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1
+    "$1" -c 'import sys; sys.exit(sys.version_info < (3, 10))' >/dev/null 2>&1
 }
 
 # venv_check VENV CODE: the venv's python runs CODE successfully (false when no venv yet).
@@ -301,7 +301,9 @@ ensure_station() {
         return 0
     fi
     if ((no_torch)); then
-        # Read the dependency list with the venv's own Python (3.11+ has tomllib).
+        # Read the dependency list with the venv's own Python: tomllib on 3.11+, tomli on 3.10.
+        venv_check "$venv" 'import tomllib' || venv_check "$venv" 'import tomli' ||
+            run "$venv/bin/pip" install "tomli>=2"
         deps="$(python3_deps_without_torch "$venv")"
         # shellcheck disable=SC2086 # one requirement per word, none contain spaces
         run "$venv/bin/pip" install $deps
@@ -320,7 +322,11 @@ python3_deps_without_torch() {
         return 0
     fi
     "$venv/bin/python" - "$REPO_DIR/pyproject.toml" <<'EOF'
-import re, sys, tomllib
+import re, sys
+try:
+    import tomllib
+except ImportError:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib
 deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
 print(" ".join(d.replace(" ", "") for d in deps if re.split(r"[<>=!~\[; ]", d)[0] != "torch"))
 EOF

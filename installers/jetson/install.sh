@@ -30,8 +30,8 @@ Options:
   -h, --help        this text
 
 Environment:
-  PYTHON            interpreter for the venv (default: python3; must be 3.11+ and match the
-                    TensorRT Python bindings: JetPack 6 ships 3.10, see README)
+  PYTHON            interpreter for the venv (default: python3, JetPack 6's 3.10; must be
+                    3.10+ and match the TensorRT Python bindings)
   TORCH_WHEEL_URL   PyTorch wheel for this JetPack (default: NVIDIA's JetPack 6.1/6.2 build,
                     $DEFAULT_TORCH_WHEEL_URL)
   TORCH_INDEX_URL   used instead when TORCH_WHEEL_URL is empty, e.g. the Jetson AI Lab index
@@ -89,7 +89,7 @@ preflight() {
     grep -q '^# R36' /etc/nv_tegra_release 2>/dev/null && jetpack6=0
     require "$jetpack6" "JetPack 6 (L4T R36) expected; found: $(head -c 40 /etc/nv_tegra_release 2>/dev/null || echo none)"
     python_ok "$PYTHON" || py=1
-    require "$py" "$PYTHON is not Python 3.11+ (the station needs it; JetPack 6 ships 3.10 and its TensorRT/PyTorch builds are for 3.10): set PYTHON=python3.11 and TRT_WHEEL, see installers/README.md"
+    require "$py" "$PYTHON is not Python 3.10+ (JetPack 6 ships 3.10): set PYTHON to JetPack's python3"
 }
 
 install_python_stack() {

@@ -33,7 +33,7 @@ Options:
   -h, --help        this text
 
 Environment:
-  PYTHON            interpreter for the venv (default: python3, must be 3.11+)
+  PYTHON            interpreter for the venv (default: python3, must be 3.10+)
   TORCH_INDEX_URL   where the CPU wheel comes from (default: https://download.pytorch.org/whl/cpu)
   GENTL_PATH        GenTL producer directories (GENICAM_GENTL64_PATH), ':'-separated
   CUDA_ROOT         CUDA toolkit for building pycuda with --with-tensorrt (default: /usr/local/cuda)
@@ -78,7 +78,7 @@ preflight() {
     require "$arch" "this installer is for x86-64 PCs; on a Jetson use installers/jetson/install.sh"
     if system_steps; then
         python_ok "$PYTHON" || py=1
-        require "$py" "$PYTHON is not Python 3.11+; install python3.11 and set PYTHON=python3.11"
+        require "$py" "$PYTHON is not Python 3.10+; install python3.11 and set PYTHON=python3.11"
     fi
     if ((WITH_TENSORRT)) && system_steps; then
         # pycuda has no wheels: it compiles against the CUDA toolkit.

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from station.errors import CameraError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is 3.11+; JetPack 6 has 3.10
 
 __all__ = ["Camera", "CameraContext", "CameraError", "CameraInfo", "Frame"]
 

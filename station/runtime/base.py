@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from station.compat import StrEnum
 
 
 class RuntimeKind(StrEnum):
