@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # faiss logs each CPU-specific build it tries ("Could not load library with AVX512
+        # support ... ModuleNotFoundError") at INFO: normal, but it reads like a failure.
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
