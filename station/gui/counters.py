@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QFont, QFontMetrics, QPainter, QPaintEvent, QPalette
+from PySide6.QtGui import QFont, QFontMetrics, QPainter, QPaintEvent, QPalette, QResizeEvent
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from station.inspect.result import Counters
@@ -17,6 +17,16 @@ TILES = (
     ("latency", "Latency p50 / p95"),
     ("dropped", "Dropped frames"),
 )
+
+
+def shift_captions(shift: str) -> tuple[str, ...]:
+    """Captions for the first tile, longest first: which shift the counts belong to
+    ('2026-11-22/14' -> 'Inspected since 14:00'), so an operator knows they restart at shift
+    change. The panel shows the longest that fits its column."""
+    hour = shift.rpartition("/")[2]
+    if not hour.isdigit():
+        return ("Inspected",)
+    return (f"Inspected since {hour}:00", f"Since {hour}:00")
 
 
 def counter_texts(c: Counters) -> dict[str, str]:
@@ -93,6 +103,7 @@ class CountersPanel(QFrame):
         grid.setHorizontalSpacing(16)
         grid.setVerticalSpacing(6)
         self.values: dict[str, Readout] = {}
+        self.captions: dict[str, QLabel] = {}
         for i, (key, caption) in enumerate(TILES):
             tile = QWidget(self)
             box = QVBoxLayout(tile)
@@ -108,17 +119,34 @@ class CountersPanel(QFrame):
             # The middle column holds the widest value (latency "p50 / p95 ms").
             grid.setColumnStretch(i % 3, 4 if i % 3 == 1 else 3)
             self.values[key] = value
+            self.captions[key] = cap
         self._shown: dict[str, str] = {}
+        self._shift_captions: tuple[str, ...] = ("Inspected",)
 
     def set_counters(self, counters: Counters) -> bool:
         """Show `counters`; True when a number changed (unchanged ones are not touched)."""
         changed = False
+        captions = shift_captions(counters.shift)
+        if captions != self._shift_captions:
+            self._shift_captions = captions
+            self._fit_shift_caption()
+            changed = True
         for key, text in counter_texts(counters).items():
             if self._shown.get(key) != text:
                 self.values[key].setText(text)
                 self._shown[key] = text
                 changed = True
         return changed
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit_shift_caption()
+
+    def _fit_shift_caption(self) -> None:
+        cap = self.captions["inspected"]
+        fm = QFontMetrics(cap.font())
+        fits = [c for c in self._shift_captions if fm.horizontalAdvance(c) <= cap.width()]
+        cap.setText(fits[0] if fits else self._shift_captions[-1])
 
     def text(self, key: str) -> str:
         """The text a tile shows now (tests read the screen, not the model)."""

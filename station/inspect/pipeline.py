@@ -18,6 +18,7 @@ like any other event. `Line.status()` is a frozen snapshot, cheap enough for a G
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -30,7 +31,7 @@ import numpy as np
 
 from station.camera.base import Camera, CameraInfo, Frame
 from station.config import StationConfig
-from station.errors import CameraError, ModelError, StationError
+from station.errors import CameraError, ModelError, StationError, StorageError
 from station.inspect.decision import verdict
 from station.inspect.drift import DriftMonitor, drift_event
 from station.inspect.result import (
@@ -587,6 +588,7 @@ class Line:
         self._runtime = ""
         self._recorder_alarm: str | None = None
         self._disk_free: tuple[float, float | None] = (0.0, None)
+        self._shift_read_failed = False
 
     # -- control -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -670,6 +672,22 @@ class Line:
         """A frozen snapshot of state, counters, drift, camera, model and alarms."""
         rec = self.recorder
         counters = self.stats.counters(unrecorded=rec.unrecorded)
+        try:
+            shift = rec.shift_counts()
+        except StorageError as exc:  # records unreadable: this run's counts, and say why once
+            if not self._shift_read_failed:
+                log.warning("shift counters unavailable, showing this run's: %s", exc)
+            self._shift_read_failed = True
+        else:
+            self._shift_read_failed = False
+            counters = dataclasses.replace(
+                counters,
+                inspected=shift.inspected,
+                nok=shift.nok,
+                dropped=shift.dropped,
+                unrecorded=shift.unrecorded,
+                shift=shift.shift,
+            )
         drift = self._drift.status() if self._drift is not None else None
         alarms = tuple(a for a in (self._recorder_alarm, rec.alarm) if a)
         with self._lock:

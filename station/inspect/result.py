@@ -93,7 +93,11 @@ class DriftStatus:
 
 @dataclass(frozen=True)
 class Counters:
-    """Shift counters as the operator screen shows them."""
+    """Shift counters as the operator screen shows them.
+
+    inspected / nok / dropped / unrecorded count the whole shift (earlier runs of the station in
+    it included); throughput and latency describe the last minute of this run.
+    """
 
     inspected: int = 0
     nok: int = 0
@@ -102,6 +106,7 @@ class Counters:
     throughput_per_min: float = 0.0
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0
+    shift: str = ""  # e.g. '2026-11-22/06'; empty when the records could not be read
 
     @property
     def nok_rate(self) -> float:

@@ -55,6 +55,7 @@ from station.records.retention import RetentionReport, apply_retention
 
 log = logging.getLogger(__name__)
 
+MAX_SHIFT_TOTALS = 8  # shifts whose running totals are kept (the current one and a few asked for)
 IDLE_TICK_S = 0.2  # how long the writer waits for work before looking at stop / retention
 
 
@@ -157,6 +158,11 @@ class Recorder(Worker):
         self._images_unarchived = 0
         # shift -> [inspected, nok, dropped, unrecorded] not yet in the database
         self._deltas: dict[str, list[int]] = {}
+        # shift -> running totals (stored + not yet written), loaded once per shift, then kept up
+        # by `_delta`: the operator's counters are read many times a second and must never step
+        # back while a batch is between leaving `_deltas` and being committed.
+        self._totals: dict[str, list[int]] = {}
+        self._flush_lock = threading.Lock()  # held from taking the deltas to their commit
         self._alarm_reason: str | None = None
         self._alarm_results = 0
         self._alarm_images = 0
@@ -325,18 +331,29 @@ class Recorder(Worker):
         return self.reader().query_events(since, until, kind, limit)
 
     def shift_counts(self, shift: str | None = None) -> ShiftCounts:
-        """A shift's counters (default: the current one), counts not yet written included."""
+        """A shift's counters (default: the current one), counts not yet written included.
+
+        Counts from earlier runs of the station in the same shift are included: a restart in the
+        middle of a shift continues its counters. StorageError when the records cannot be read.
+        """
         key = shift or shift_key(time.time(), self.cfg.shift_hours)
-        stored = self.reader().shift_counts(key)
         with self._lock:
-            d = self._deltas.get(key, [0, 0, 0, 0])
-            return ShiftCounts(
-                key,
-                stored.inspected + d[0],
-                stored.nok + d[1],
-                stored.dropped + d[2],
-                stored.unrecorded + d[3],
-            )
+            t = self._totals.get(key)
+            if t is not None:
+                return ShiftCounts(key, *t)
+        # First read of this shift: no batch may be half-way between `_deltas` and the database.
+        with self._flush_lock:
+            stored = self.reader().shift_counts(key)
+            with self._lock:
+                t = self._totals.get(key)
+                if t is None:
+                    d = self._deltas.get(key, [0, 0, 0, 0])
+                    base = (stored.inspected, stored.nok, stored.dropped, stored.unrecorded)
+                    t = [a + b for a, b in zip(base, d, strict=True)]
+                    while len(self._totals) >= MAX_SHIFT_TOTALS:
+                        del self._totals[next(iter(self._totals))]
+                    self._totals[key] = t
+                return ShiftCounts(key, *t)
 
     def run_retention(self, now: float | None = None) -> RetentionReport:
         """One retention pass now, from the calling thread (own connection)."""
@@ -350,6 +367,9 @@ class Recorder(Worker):
         if d is None:
             d = self._deltas[shift] = [0, 0, 0, 0]
         d[index] += n
+        t = self._totals.get(shift)
+        if t is not None:
+            t[index] += n
 
     def _lose_locked(self, shift: str, reason: str) -> None:
         self._unrecorded += 1
@@ -434,11 +454,12 @@ class Recorder(Worker):
         return rows
 
     def _restore_deltas(self, rows: list[tuple[Any, ...]]) -> None:
+        # Back into `_deltas` only: the running totals counted them when they happened.
         with self._lock:
             for shift, *values in rows:
+                d = self._deltas.setdefault(shift, [0, 0, 0, 0])
                 for i, n in enumerate(values):
-                    if n:
-                        self._delta(shift, i, n)
+                    d[i] += n
 
     def _encode(self, frame: _Frame) -> tuple[bytes, bytes | None] | None:
         if frame.image is None:
@@ -460,11 +481,14 @@ class Recorder(Worker):
         frames = [i for i in batch if isinstance(i, _Frame)]
         events = [i for i in batch if isinstance(i, StationEvent)]
         markers = [i for i in batch if isinstance(i, _Marker)]
+        flushing = False
         try:
             if self._db is None:
                 self._fail(frames, events, [], self.error or StorageError("database not open"))
                 return
             encoded = [self._encode(f) for f in frames]  # CPU work outside the write lock
+            self._flush_lock.acquire()
+            flushing = True
             deltas = self._take_deltas()
             written: list[Path] = []
             committed: list[Committed] = []
@@ -506,10 +530,16 @@ class Recorder(Worker):
                 for p in written:  # files of rows that were rolled back
                     _remove(p)
                 self._restore_deltas(deltas)
+                flushing = False
+                self._flush_lock.release()
                 self._fail(frames, events, encoded, exc)
                 return
+            flushing = False
+            self._flush_lock.release()
             self._succeeded(committed, len(events), images, encoded, file_error)
         finally:
+            if flushing:
+                self._flush_lock.release()
             held = sum(f.image_bytes for f in frames)
             if held:
                 with self._lock:

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from station.gui.counters import counter_texts
+from station.gui.counters import CountersPanel, counter_texts
 from station.gui.overlay import View, compose, crop_box, fit_size
 from station.gui.status_bar import disk_text, runtime_name, status_texts
 from station.gui.theme import THEMES, load_theme, parse_theme
@@ -142,3 +142,22 @@ def test_texts_operators_read() -> None:
     assert disk_text(2048.0) == "disk 2.0 GB free" and disk_text(None) == "disk ?"
     s = status_texts(LineStatus(StationState.RUNNING, camera="Basler a2A @ 10 fps", threshold=3.5))
     assert s["camera"] == "Camera: Basler a2A @ 10 fps" and "limit 3.50" in s["model"]
+
+
+def test_counters_panel_names_the_shift(qtbot) -> None:
+    """The first caption says since when the shift counts, follows a shift change, and is
+    shortened rather than cut off in a narrow column."""
+    panel = CountersPanel()
+    qtbot.addWidget(panel)
+    panel.resize(900, 160)
+    panel.show()
+    assert panel.set_counters(Counters(inspected=7, shift="2026-11-22/06"))
+    assert panel.captions["inspected"].text() == "Inspected since 06:00"
+    assert panel.text("inspected") == "7"
+    assert panel.set_counters(Counters(inspected=0, shift="2026-11-22/14"))
+    assert panel.captions["inspected"].text() == "Inspected since 14:00"
+    assert not panel.set_counters(Counters(inspected=0, shift="2026-11-22/14"))
+    panel.resize(330, 160)
+    qtbot.waitUntil(lambda: panel.captions["inspected"].text() == "Since 14:00", timeout=2000)
+    panel.set_counters(Counters(inspected=3))  # records unreadable: no shift to name
+    assert panel.captions["inspected"].text() == "Inspected"

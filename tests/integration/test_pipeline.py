@@ -24,7 +24,7 @@ from station.inspect.result import (
 )
 from station.model.artifact import ModelArtifact
 from station.model.patchcore import PatchCore
-from station.records import Database, db_path
+from station.records import Database, db_path, shift_key
 
 N_TEST_IMAGES = 30  # the conftest demo product: test/good 10 + 4 defect types x 5
 
@@ -157,6 +157,27 @@ def test_max_frames_stops_the_line(
     assert st.state == StationState.STOPPED and st.counters.inspected == 5
     assert "5 frames inspected" in st.reason
     assert line.recorder.stats().recorded == 5
+
+
+def test_counters_are_the_shifts_and_survive_a_restart(
+    demo_product: Path, demo_patchcore: PatchCore, line_factory: Callable[..., Line], tmp_path: Path
+) -> None:
+    """A station restarted mid-shift shows the shift's counts, not zero; the shift is named."""
+    data = tmp_path / "data"
+    runs = []
+    for n in (5, 3):
+        line = line_factory(
+            line_config(demo_product, fps=50.0), data, model=demo_patchcore, max_frames=n
+        )
+        line.start()
+        assert line.wait(60)
+        runs.append(line.status().counters)
+        line.stop(10)
+    if runs[0].shift != runs[1].shift:
+        pytest.skip("a shift began between the two runs")
+    assert runs[0].shift == shift_key(time.time())
+    assert (runs[0].inspected, runs[1].inspected) == (5, 8)
+    assert runs[1].nok >= runs[0].nok
 
 
 def test_camera_lost_and_back(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import itertools
 import os
 import sqlite3
 import threading
@@ -572,3 +573,65 @@ def test_log_uses_the_config_data_dir(
     monkeypatch.delenv("STATION_DATA_DIR", raising=False)
     assert main(["log", "--config", str(cfg)]) == 0
     assert "3 inspections" in capsys.readouterr().out
+
+
+def test_shift_counters_continue_after_a_restart_in_the_same_shift(tmp_path: Path) -> None:
+    """The operator's counters are the shift's, not the run's: a restart at 09:00 must not
+    reset them to zero, and counts are neither lost nor counted twice across the restart."""
+    shift = shift_key(T0)
+    first = Recorder(tmp_path, RecordsConfig(), retention_interval_s=0)
+    first.start()
+    for i in range(5):
+        first.submit(make_result(i, Verdict.NOK if i == 0 else Verdict.OK))
+    first.count_dropped(2, when=T0)
+    first.stop()
+    assert first.join(10)
+
+    second = Recorder(tmp_path, RecordsConfig(), retention_interval_s=0)
+    second.start()
+    c = second.shift_counts(shift)
+    assert (c.inspected, c.nok, c.dropped) == (5, 1, 2)
+    for i in range(5, 8):
+        second.submit(make_result(i, Verdict.NOK))
+    before_flush = second.shift_counts(shift)
+    assert (before_flush.inspected, before_flush.nok) == (8, 4)
+    assert second.flush()
+    after_flush = second.shift_counts(shift)
+    assert after_flush == before_flush
+    second.stop()
+    assert second.join(10)
+    with Database(db_path(tmp_path), create=False) as db:
+        stored = db.shift_counts(shift)
+    assert (stored.inspected, stored.nok, stored.dropped) == (8, 4, 2)
+
+
+def test_shift_counters_never_step_back_while_batches_are_written(tmp_path: Path) -> None:
+    """A batch leaves the in-memory counts before its commit; a reader in that gap (the GUI
+    polls several times a second) must not see the shift's count drop."""
+    shift = shift_key(T0)
+    rec = Recorder(tmp_path, RecordsConfig(ok_sample_every=0), batch_seconds=0.0)
+    rec.start()
+    seen: list[int] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            seen.append(rec.shift_counts(shift).inspected)
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        for i in range(400):
+            rec.submit(make_result(i))
+            if i % 20 == 0:
+                time.sleep(0.002)  # let the writer commit small batches in between
+        assert rec.flush()
+    finally:
+        done.set()
+        reader.join(10)
+    rec.stop()
+    assert rec.join(10)
+    assert len(seen) > 100
+    drops = [(a, b) for a, b in itertools.pairwise(seen) if b < a]
+    assert not drops, f"counter stepped back {len(drops)} times, e.g. {drops[:3]}"
+    assert rec.shift_counts(shift).inspected == 400
