@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         share = report.defect_pixel_share.get(t, float("nan"))
         print(
             f"  {t:<16} image AUROC {_fmt(v)}  pixel AUROC {_fmt(px)}"
-            f"  ({'n/a' if math.isnan(share) else f'{share:.0%}'} of defect pixels)"
+            f"  ({'n/a' if math.isnan(share) else f'{share:.1%}'} of defect pixels)"
         )
     c = report.confusion
     print(
