@@ -57,8 +57,10 @@ def summary_line(status: LineStatus) -> str:
     """The headless one-line summary: counts, rate, throughput, latency, drops, drift, state."""
     c = status.counters
     drift = status.drift.level.value if status.drift is not None else "off"
+    # The counts are the shift's (earlier runs in it included): say which shift.
+    shift = f"shift {c.shift} " if c.shift else ""
     line = (
-        f"{status.state.value}: inspected {c.inspected}, NOK {c.nok} ({c.nok_rate:.1%}), "
+        f"{status.state.value}: {shift}inspected {c.inspected}, NOK {c.nok} ({c.nok_rate:.1%}), "
         f"{c.throughput_per_min:.0f}/min, latency p50 {c.latency_p50_ms:.0f} ms "
         f"p95 {c.latency_p95_ms:.0f} ms, dropped {c.dropped}, unrecorded {c.unrecorded}, "
         f"drift {drift}"

@@ -17,7 +17,7 @@ import pytest
 
 from station.cli import main
 from station.inspect.result import StationState
-from station.records import Database, db_path
+from station.records import Database, db_path, shift_key
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,7 +78,8 @@ def test_headless_max_frames_and_summary(
     assert count_rows(data) == 6
     summaries = [r.getMessage() for r in caplog.records if r.name == "station.run"]
     assert any("inspected 6," in s and "latency p50" in s and "dropped" in s for s in summaries)
-    assert any(s.startswith("stopped: inspected 6") for s in summaries)
+    shift = shift_key(time.time())
+    assert any(s.startswith(f"stopped: shift {shift} inspected 6,") for s in summaries)
 
 
 def test_gui_missing_is_reported(
