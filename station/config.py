@@ -67,6 +67,7 @@ class ModelConfig:
     image_size: int = 320  # long side of the network input (aspect kept, padded to square)
     tile: bool = True  # parts longer than 2:1 are cut into overlapping square tiles
     scale: float = 0.0  # 0: fit each part to image_size; > 0: fixed scale, tiles cover the part
+    max_tiles: int = 0  # with scale > 0: at most this many windows a part (bigger ones shrink)
     exposure: str = "fixed"  # "auto": per-image gain cancels exposure/illumination changes
     aggregation: int = 3  # local neighbourhood (p x p) averaged around each patch
     feature_dim: int = 0  # channel reduction target; 0 = keep the concatenated channels
@@ -235,6 +236,10 @@ def validate(cfg: StationConfig) -> None:
         raise bad("model.score_top", "must be in [0, 1): a share of the patches, 0 = the max")
     if cfg.model.image_size < 32 or cfg.model.image_size % 16:
         raise bad("model.image_size", "must be a multiple of 16 and at least 32")
+    if cfg.model.scale < 0:
+        raise bad("model.scale", "must be 0 (fit the part to image_size) or a positive scale")
+    if cfg.model.max_tiles < 0:
+        raise bad("model.max_tiles", "must be 0 (no cap) or a positive number of windows")
     if cfg.inspection.queue_size < 1:
         raise bad("inspection.queue_size", "must be at least 1")
     if not 0.0 <= cfg.inspection.target_fnr < 1.0:

@@ -86,6 +86,7 @@ def build_extractor(cfg: ModelConfig) -> tuple[FeatureExtractor, Preprocessing, 
         tile_aspect=2.0 if cfg.tile else 0.0,
         scale=cfg.scale,
         exposure=cfg.exposure,
+        max_tiles=cfg.max_tiles,
     )
     return fx.eval(), pre, bb
 

@@ -32,6 +32,7 @@ class Preprocessing:
     tile_aspect: float = 2.0  # parts longer than this ratio are tiled; 0 = never tile
     scale: float = 0.0  # 0: fit the part to the canvas; > 0: fixed scale, tiles cover the part
     exposure: str = "fixed"  # "auto": per-image gain so the 99th percentile sits at full scale
+    max_tiles: int = 0  # with scale > 0: parts needing more windows are shrunk to fit; 0 = no cap
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -47,6 +48,7 @@ class Preprocessing:
             tile_aspect=float(d["tile_aspect"]),  # type: ignore[arg-type]
             scale=float(d.get("scale", 0.0)),  # type: ignore[arg-type]
             exposure=str(d.get("exposure", "fixed")),
+            max_tiles=int(d.get("max_tiles", 0)),  # type: ignore[call-overload]
         )
 
 
@@ -111,15 +113,46 @@ def full_scale(image: np.ndarray, model_pixel_max: float) -> float:
     return model_pixel_max if model_pixel_max > 255.0 else 65535.0
 
 
+def _window_count(height: int, width: int, size: int, scale: float) -> int:
+    win = max(1, round(size / scale))
+    return len(_offsets(height, win)) * len(_offsets(width, win))
+
+
+def capped_scale(height: int, width: int, size: int, scale: float, max_tiles: int) -> float:
+    """`scale`, or the largest smaller one at which the part needs at most `max_tiles` windows.
+
+    Bounds the cost of a large frame (a 5 MP camera at native scale would be a hundred windows)
+    while a part that fits the budget keeps its pixels: small defects survive.
+    """
+    if scale <= 0 or max_tiles <= 0 or _window_count(height, width, size, scale) <= max_tiles:
+        return scale
+    lo = min(scale, size / max(height, width, 1))  # one window holds the whole part
+    hi = scale
+    for _ in range(40):  # the window count only grows with the scale: bisect
+        mid = 0.5 * (lo + hi)
+        if _window_count(height, width, size, mid) <= max_tiles:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def plan_tiles(
-    height: int, width: int, size: int, tile_aspect: float, scale: float = 0.0
+    height: int,
+    width: int,
+    size: int,
+    tile_aspect: float,
+    scale: float = 0.0,
+    max_tiles: int = 0,
 ) -> list[Tile]:
     """Where each network input comes from.
 
     scale > 0: every image at the same pixel scale (texture looks the same whatever the part's
     size), cut into overlapping windows of size/scale image pixels; small parts are padded.
+    With max_tiles > 0 a part that would need more windows is shrunk until it needs no more.
     scale = 0: near-square parts are letterboxed into one canvas; long ones get square windows.
     """
+    scale = capped_scale(height, width, size, scale, max_tiles)
     if scale > 0:
         win = max(1, round(size / scale))
         tiles = []
@@ -172,7 +205,7 @@ def prepare(image: np.ndarray, pre: Preprocessing) -> Prepared:
     size = pre.image_size
     mean = np.asarray(pre.mean, np.float32)
     inv_std = 1.0 / np.asarray(pre.std, np.float32)
-    tiles = plan_tiles(height, width, size, pre.tile_aspect, pre.scale)
+    tiles = plan_tiles(height, width, size, pre.tile_aspect, pre.scale, pre.max_tiles)
     batch = np.zeros((len(tiles), 3, size, size), np.float32)
     for i, t in enumerate(tiles):
         window = img[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w]

@@ -45,6 +45,12 @@ def test_wrong_type_and_value(tmp_path: Path):
     f.write_text("[model]\nscore_top = 5\n")
     with pytest.raises(ConfigError, match=r"model.score_top: must be in \[0, 1\)"):
         load_config(f)
+    f.write_text("[model]\nscale = -1.0\n")
+    with pytest.raises(ConfigError, match=r"model.scale: must be 0 .* or a positive scale"):
+        load_config(f)
+    f.write_text("[model]\nmax_tiles = -2\n")
+    with pytest.raises(ConfigError, match=r"model.max_tiles: must be 0 \(no cap\)"):
+        load_config(f)
 
 
 def test_missing_and_broken_files(tmp_path: Path):

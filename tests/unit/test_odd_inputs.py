@@ -91,3 +91,29 @@ def test_defect_on_the_edge_of_a_strip_is_found(demo_patchcore, demo_product: Pa
     bad_map = demo_patchcore.predict(bad_strip).anomaly_map
     assert bad_map.shape == bad_strip.shape
     assert bad_map[full_mask].max() > 1.3 * clean_map[full_mask].max()
+
+
+@pytest.mark.parametrize(
+    ("hw", "max_tiles", "native"),
+    [
+        ((640, 640), 9, True),
+        ((256, 256), 4, True),
+        ((640, 640), 4, False),
+        ((2048, 2448), 9, False),
+    ],
+)
+def test_tile_cap_keeps_native_pixels_when_it_can_and_bounds_the_cost(hw, max_tiles, native):
+    """At scale 1 a part keeps its pixels while it fits `max_tiles` windows; a bigger frame is
+    shrunk just enough (the largest scale within the cap), still covered edge to edge."""
+    from station.model.preprocess import capped_scale
+
+    h, w = hw
+    s = capped_scale(h, w, 320, 1.0, max_tiles)
+    tiles = plan_tiles(h, w, 320, 2.0, 1.0, max_tiles)
+    assert len(tiles) <= max_tiles
+    assert (s == 1.0) is native
+    if not native:
+        assert len(plan_tiles(h, w, 320, 2.0, s * 1.02)) > max_tiles  # no room left to grow
+    assert min(t.y0 for t in tiles) == 0 and max(t.y0 + t.h for t in tiles) == h
+    assert min(t.x0 for t in tiles) == 0 and max(t.x0 + t.w for t in tiles) == w
+    assert len(plan_tiles(h, w, 320, 2.0, 1.0)) >= len(tiles)  # no cap: at least as many
