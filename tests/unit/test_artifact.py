@@ -88,3 +88,27 @@ def test_store_versions_current_and_roll_back(demo_model: Path, tmp_path: Path):
     assert store.next_version_dir("demo").name == "v0003"
     with pytest.raises(ModelError, match="no model version v0009"):
         store.set_current("demo", "v0009")
+
+
+def test_preprocessing_settings_survive_the_manifest_and_old_ones_default():
+    """Every setting that changes the network input is read back; a manifest written before a
+    setting existed gets the behaviour it was fitted with (no cap, fit-to-canvas, fixed gain)."""
+    import json
+
+    from station.model.preprocess import Preprocessing
+
+    pre = Preprocessing(
+        image_size=320,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        pixel_max=4095.0,
+        color=True,
+        tile_aspect=0.0,
+        scale=1.0,
+        exposure="auto",
+        max_tiles=4,
+    )
+    assert Preprocessing.from_dict(json.loads(json.dumps(pre.to_dict()))) == pre
+    old = {k: v for k, v in pre.to_dict().items() if k not in ("scale", "exposure", "max_tiles")}
+    back = Preprocessing.from_dict(old)
+    assert (back.scale, back.exposure, back.max_tiles) == (0.0, "fixed", 0)
