@@ -34,22 +34,20 @@ def test_unknown_key_names_file_key_and_suggestion(tmp_path: Path):
     assert "line3.toml" in msg and "backbon" in msg and "did you mean 'backbone'" in msg
 
 
-def test_wrong_type_and_value(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("image_size = 'big'", r"model.image_size: expected an integer"),
+        ("runtime = 'cuda'", r"model.runtime: 'cuda' is not one of"),
+        ("score_top = 5", r"model.score_top: must be in \[0, 1\)"),
+        ("scale = -1.0", r"model.scale: must be 0 .* or a positive scale"),
+        ("max_tiles = -2", r"model.max_tiles: must be 0 \(no cap\)"),
+    ],
+)
+def test_wrong_type_and_value(tmp_path: Path, line: str, message: str):
     f = tmp_path / "c.toml"
-    f.write_text("[model]\nimage_size = 'big'\n")
-    with pytest.raises(ConfigError, match=r"model.image_size: expected an integer"):
-        load_config(f)
-    f.write_text("[model]\nruntime = 'cuda'\n")
-    with pytest.raises(ConfigError, match=r"model.runtime: 'cuda' is not one of"):
-        load_config(f)
-    f.write_text("[model]\nscore_top = 5\n")
-    with pytest.raises(ConfigError, match=r"model.score_top: must be in \[0, 1\)"):
-        load_config(f)
-    f.write_text("[model]\nscale = -1.0\n")
-    with pytest.raises(ConfigError, match=r"model.scale: must be 0 .* or a positive scale"):
-        load_config(f)
-    f.write_text("[model]\nmax_tiles = -2\n")
-    with pytest.raises(ConfigError, match=r"model.max_tiles: must be 0 \(no cap\)"):
+    f.write_text(f"[model]\n{line}\n")
+    with pytest.raises(ConfigError, match=message):
         load_config(f)
 
 
