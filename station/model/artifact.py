@@ -29,7 +29,11 @@ import numpy as np
 from station.errors import ModelError
 from station.model.preprocess import Preprocessing
 
-FORMAT_VERSION = 1
+# Raised whenever a manifest gains a field that changes the scores, so that an older station
+# refuses a newer model instead of silently ignoring the field and judging parts differently.
+# 1: the first release. 2: preprocessing scale / exposure / max_tiles, score_top,
+# intensity_weight. Every older format still loads (absent fields keep their old meaning).
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 BANK = "memory_bank.npy"
 ONNX = "feature_extractor.onnx"

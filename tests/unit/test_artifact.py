@@ -71,6 +71,26 @@ def test_newer_format_is_refused(artifact_copy: Path):
         load_artifact(artifact_copy)
 
 
+def test_format_1_model_still_loads_with_its_old_meaning(artifact_copy: Path):
+    """A model written before the score and tiling settings existed keeps the maximum as its
+    image score and fit-to-canvas preprocessing."""
+    from station.model.artifact import FORMAT_VERSION, _manifest_hash
+
+    f = artifact_copy / MANIFEST
+    d = json.loads(f.read_text())
+    assert d["format_version"] == FORMAT_VERSION == 2
+    d["format_version"] = 1
+    for key in ("score_top", "intensity_weight"):
+        d.pop(key)
+    for key in ("scale", "exposure", "max_tiles"):
+        d["preprocessing"].pop(key)
+    d["content_sha256"] = _manifest_hash(d)
+    f.write_text(json.dumps(d))
+    art = load_artifact(artifact_copy)
+    assert art.manifest.score_top == 0.0 and art.manifest.preprocessing.max_tiles == 0
+    assert art.manifest.preprocessing.scale == 0.0
+
+
 def test_missing_onnx_is_refused(artifact_copy: Path):
     (artifact_copy / ONNX).unlink()
     with pytest.raises(ModelError, match=r"feature_extractor\.onnx is missing"):
