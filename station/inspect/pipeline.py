@@ -18,7 +18,6 @@ like any other event. `Line.status()` is a frozen snapshot, cheap enough for a G
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -680,14 +679,7 @@ class Line:
             self._shift_read_failed = True
         else:
             self._shift_read_failed = False
-            counters = dataclasses.replace(
-                counters,
-                inspected=shift.inspected,
-                nok=shift.nok,
-                dropped=shift.dropped,
-                unrecorded=shift.unrecorded,
-                shift=shift.shift,
-            )
+            counters = shift.to_counters(counters)
         drift = self._drift.status() if self._drift is not None else None
         alarms = tuple(a for a in (self._recorder_alarm, rec.alarm) if a)
         with self._lock:

@@ -13,6 +13,7 @@ thread that needs its own pace (the recorder's writer, a GUI reader) should open
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -137,13 +138,16 @@ class ShiftCounts:
     dropped: int = 0
     unrecorded: int = 0
 
-    def to_counters(self) -> Counters:
-        """The operator-screen record (throughput/latency are the pipeline's, left at 0)."""
-        return Counters(
+    def to_counters(self, line: Counters | None = None) -> Counters:
+        """The operator-screen record: these shift counts, with throughput and latency taken
+        from `line` (the running line's own counters; zeros without it)."""
+        return dataclasses.replace(
+            line or Counters(),
             inspected=self.inspected,
             nok=self.nok,
             dropped=self.dropped,
             unrecorded=self.unrecorded,
+            shift=self.shift,
         )
 
 

@@ -362,12 +362,13 @@ class Recorder(Worker):
         )
 
     # -- bookkeeping (self._lock held) ---------------------------------------------------------
-    def _delta(self, shift: str, index: int, n: int) -> None:
+    def _delta(self, shift: str, index: int, n: int, *, new: bool = True) -> None:
+        # new=False: counts put back after a failed write; the running totals already hold them.
         d = self._deltas.get(shift)
         if d is None:
             d = self._deltas[shift] = [0, 0, 0, 0]
         d[index] += n
-        t = self._totals.get(shift)
+        t = self._totals.get(shift) if new else None
         if t is not None:
             t[index] += n
 
@@ -454,12 +455,11 @@ class Recorder(Worker):
         return rows
 
     def _restore_deltas(self, rows: list[tuple[Any, ...]]) -> None:
-        # Back into `_deltas` only: the running totals counted them when they happened.
         with self._lock:
             for shift, *values in rows:
-                d = self._deltas.setdefault(shift, [0, 0, 0, 0])
                 for i, n in enumerate(values):
-                    d[i] += n
+                    if n:
+                        self._delta(shift, i, n, new=False)
 
     def _encode(self, frame: _Frame) -> tuple[bytes, bytes | None] | None:
         if frame.image is None:
