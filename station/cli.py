@@ -14,7 +14,7 @@ import sys
 
 import station.commands
 from station import __version__
-from station.errors import StationError
+from station.core.errors import StationError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from station.compat import tomllib
-from station.errors import ConfigError
+from station.core.compat import tomllib
+from station.core.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from station.errors import ConfigError, StationError
+from station.core.errors import ConfigError, StationError
 
 DEFECT_TYPES = ("scratch", "spot", "crack", "missing_print")
 GOOD_FOLDERS = ("train/good", "test/good")

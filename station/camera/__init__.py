@@ -1,6 +1,6 @@
 """Cameras: GenICam through harvesters, folder/video replay, USB webcams."""
 
-from station.camera.base import Camera, CameraError, CameraInfo, Frame
+from station.camera.base import Camera, CameraError, CameraInfo
 from station.camera.factory import open_camera
 from station.camera.genicam import AcquisitionStats, GenICamCamera, discover
 from station.camera.replay import ReplayCamera
@@ -11,7 +11,6 @@ __all__ = [
     "Camera",
     "CameraError",
     "CameraInfo",
-    "Frame",
     "GenICamCamera",
     "ReplayCamera",
     "UVCCamera",

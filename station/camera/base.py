@@ -7,33 +7,13 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import numpy as np
-
-from station.errors import CameraError
+from station.core.errors import CameraError
+from station.core.result import Frame
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self is 3.11+; JetPack 6 has 3.10
 
-__all__ = ["Camera", "CameraContext", "CameraError", "CameraInfo", "Frame"]
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One image from a camera, converted to the engine's input.
-
-    `image` is HxW (mono) or HxWx3 (RGB order), uint8 or uint16, owned by the frame (copied out of
-    any driver buffer). `frame_id` counts frames delivered since open; `device_frame_id` is the
-    device's own counter where it has one (gaps there mean lost frames). `label` is the ground truth
-    ("good" or a defect type) when a replay source knows it.
-    """
-
-    image: np.ndarray
-    timestamp: float
-    frame_id: int
-    source: str
-    device_frame_id: int | None = None
-    label: str | None = None
-    path: str | None = None
+__all__ = ["Camera", "CameraContext", "CameraError", "CameraInfo"]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from station.camera.replay import ReplayCamera
 from station.camera.uvc import UVCCamera
 from station.config import CameraConfig, StationConfig
 from station.config import data_dir as default_data_dir
-from station.errors import CameraError, StationError
+from station.core.errors import CameraError, StationError
 
 __all__ = ["DEMO_PRODUCT_DIR", "demo_product_path", "open_camera"]
 

@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from station.camera.base import CameraContext, CameraInfo, Frame
+from station.camera.base import CameraContext, CameraInfo
 from station.camera.pixel_formats import SUPPORTED_FORMATS, convert
 from station.config import GenICamConfig
-from station.errors import CameraError
+from station.core.errors import CameraError
+from station.core.result import Frame
 
 __all__ = [
     "KEY_FEATURES",

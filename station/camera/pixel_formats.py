@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from station.errors import CameraError
+from station.core.errors import CameraError
 
 __all__ = [
     "SUPPORTED_FORMATS",

@@ -12,10 +12,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from station.camera.base import CameraContext, CameraInfo, Frame
+from station.camera.base import CameraContext, CameraInfo
 from station.config import ReplayConfig
-from station.errors import CameraError, ImageError
-from station.imageio import IMAGE_SUFFIXES, read_image, to_engine_image
+from station.core.errors import CameraError, ImageError
+from station.core.imageio import IMAGE_SUFFIXES, read_image, to_engine_image
+from station.core.result import Frame
 
 __all__ = ["VIDEO_SUFFIXES", "ReplayCamera", "scan_folder"]
 

@@ -12,10 +12,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from station.camera.base import CameraContext, CameraInfo, Frame
+from station.camera.base import CameraContext, CameraInfo
 from station.config import UVCConfig
-from station.errors import CameraError, ImageError
-from station.imageio import to_engine_image
+from station.core.errors import CameraError, ImageError
+from station.core.imageio import to_engine_image
+from station.core.result import Frame
 
 __all__ = ["UVCCamera"]
 

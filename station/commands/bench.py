@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from station.config import load_config
-from station.errors import StationError
-from station.imageio import list_images, read_image
+from station.core.errors import StationError
+from station.core.imageio import list_images, read_image
 from station.model.backbones import load_backbone
 from station.model.flops import extractor_flops, gemm_gflops, knn_flops
 from station.model.patchcore import PatchCore, extractor_for

@@ -13,7 +13,7 @@ import numpy as np
 
 from station.commands.grab import add_camera_options, camera_config
 from station.config import data_dir
-from station.errors import CameraError, ConfigError
+from station.core.errors import CameraError, ConfigError
 
 
 def register(subparsers: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from station.commands.demo_data import parse_size
 from station.config import data_dir, load_config
-from station.errors import ConfigError
+from station.core.errors import ConfigError
 
 
 def register(subparsers: Any) -> None:

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from station.config import StationConfig, load_config
-from station.errors import ConfigError, StationError
-from station.inspect.result import InspectionResult
+from station.core.errors import ConfigError, StationError
+from station.core.result import InspectionResult
 
 log = logging.getLogger("station.bench")
 
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
 def bench(args: argparse.Namespace, work: Path, frames: int) -> dict[str, Any]:
     """The measurement itself (records and any fitted model go under `work`)."""
     from station.camera.replay import scan_folder
-    from station.imageio import read_image
+    from station.core.imageio import read_image
     from station.inspect.pipeline import Line
     from station.model.patchcore import PatchCore, fit, training_images
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from station.config import load_config
-from station.errors import StationError
+from station.core.errors import StationError
 
 
 def register(subparsers: Any) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from station.errors import StationError
-from station.imageio import read_image
+from station.core.errors import StationError
+from station.core.imageio import read_image
 from station.model.artifact import load_artifact
 from station.model.patchcore import training_images
 from station.model.preprocess import prepare

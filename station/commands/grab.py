@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from station.config import StationConfig, data_dir, load_config
-from station.errors import CameraError, ConfigError, StationError
+from station.core.errors import CameraError, ConfigError, StationError
 
 SOURCES = ("genicam", "replay", "uvc")
 

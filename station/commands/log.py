@@ -9,7 +9,7 @@ import sys
 from datetime import datetime, timedelta
 from typing import IO, Any
 
-from station.errors import StationError
+from station.core.errors import StationError
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}

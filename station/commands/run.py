@@ -14,8 +14,8 @@ from types import FrameType
 from typing import Any
 
 from station.config import data_dir, load_config
-from station.errors import ConfigError
-from station.inspect.result import LineStatus, StationState
+from station.core.errors import ConfigError
+from station.core.result import LineStatus, StationState
 
 log = logging.getLogger("station.run")
 

@@ -15,7 +15,7 @@ from PySide6.QtCore import QTimer, QtMsgType, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication
 
 from station.config import StationConfig
-from station.inspect.result import StationState
+from station.core.result import StationState
 
 log = logging.getLogger(__name__)
 

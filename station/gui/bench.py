@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from station.config import StationConfig
-from station.errors import StationError
-from station.inspect.result import StationState
+from station.core.errors import StationError
+from station.core.result import StationState
 
 READY_TIMEOUT_S = 600.0  # the first start may build the demo model
 _DONE = (StationState.STOPPED, StationState.FAILED)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from PySide6.QtCore import QObject, Signal
 
-from station.inspect.result import InspectionResult, LineStatus, StationEvent, Verdict
+from station.core.result import InspectionResult, LineStatus, StationEvent, Verdict
 
 log = logging.getLogger(__name__)
 

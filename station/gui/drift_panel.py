@@ -7,8 +7,8 @@ import pyqtgraph as pg
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from station.core.result import DriftLevel, DriftStatus
 from station.gui.theme import Theme
-from station.inspect.result import DriftLevel, DriftStatus
 
 _LIGHT_TEXT = {
     None: "Drift\nno data",

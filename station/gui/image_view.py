@@ -21,9 +21,9 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QPushButton, QSizePolicy, QWidget
 
+from station.core.result import InspectionResult, Verdict
 from station.gui.overlay import View, compose
 from station.gui.theme import Theme
-from station.inspect.result import InspectionResult, Verdict
 
 TAP_SLOP_PX = 24  # a gloved finger moves a little during a tap; more than this is a drag
 ZOOM_STEPS = (2.0, 4.0)  # first tap freezes at 2x, the next zooms to 4x, the next back to 2x

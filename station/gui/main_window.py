@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from station.config import StationConfig
+from station.core.result import InspectionResult, LineStatus, StationEvent, StationState
 from station.gui.bridge import LineBridge, LineLike, ScorePoint
 from station.gui.counters import CountersPanel
 from station.gui.drift_panel import DriftLight, DriftPanel
@@ -38,7 +39,6 @@ from station.gui.sheets import ConfirmClose, NoticeBar, Sheet
 from station.gui.status_bar import StatusBar
 from station.gui.theme import Theme, load_theme, other
 from station.gui.verdict_banner import BannerState, VerdictBanner, banner_state
-from station.inspect.result import InspectionResult, LineStatus, StationEvent, StationState
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from station.core.result import InspectionResult
 from station.gui.image_view import ImageView, to_qimage
 from station.gui.overlay import compose, fit_size
 from station.gui.theme import Theme
-from station.inspect.result import InspectionResult
 
 KEEP_SIDE = 1024  # NOK parts kept for the detail view are reduced to this long side
 THUMB_ASPECT = 1.3  # width / height: room for "score  hh:mm" under a square picture

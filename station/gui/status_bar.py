@@ -6,7 +6,7 @@ import time
 
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QWidget
 
-from station.inspect.result import LineStatus
+from station.core.result import LineStatus
 
 RUNTIME_NAMES = {"tensorrt": "TensorRT", "onnx": "ONNX Runtime", "torch": "torch"}
 LOW_DISK_MB = 1024.0  # the disk item warns below 1 GB, well before records stop

@@ -11,9 +11,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
 
+from station.core.result import Verdict
 from station.gui.bridge import ScorePoint
 from station.gui.theme import Theme
-from station.inspect.result import Verdict
 
 REDRAW_S = 0.25  # pyqtgraph redraws cost milliseconds: 4 per second is plenty for a trend
 

@@ -13,8 +13,8 @@ from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from station.core.result import InspectionResult, LineStatus, StationState, Verdict
 from station.gui.theme import Theme
-from station.inspect.result import InspectionResult, LineStatus, StationState, Verdict
 
 DISK_FULL_MB = 50.0  # below this much free space nothing can be recorded reliably
 

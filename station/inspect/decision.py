@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from station.inspect.result import Verdict
+from station.core.result import Verdict
 
 
 def verdict(score: float, threshold: float) -> Verdict:

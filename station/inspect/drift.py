@@ -35,8 +35,8 @@ import numpy as np
 from scipy.stats import ks_2samp
 
 from station.config import DriftConfig
-from station.errors import ModelError
-from station.inspect.result import DriftLevel, DriftStatus, StationEvent
+from station.core.errors import ModelError
+from station.core.result import DriftLevel, DriftStatus, StationEvent
 
 MIN_BASELINE = 10  # fewer calibration scores give no meaningful distribution
 CLEAR_FRACTION = 0.8  # a level clears when its statistics are below 80% of its limits

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from station.errors import StationError
-from station.imageio import list_images, read_image
+from station.core.errors import StationError
+from station.core.imageio import list_images, read_image
 from station.inspect.decision import ThresholdChoice, threshold_for_fnr
 from station.inspect.metrics import (
     aupro,

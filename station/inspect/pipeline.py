@@ -28,20 +28,21 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 
-from station.camera.base import Camera, CameraInfo, Frame
+from station.camera.base import Camera, CameraInfo
 from station.config import StationConfig
-from station.errors import CameraError, ModelError, StationError, StorageError
-from station.inspect.decision import verdict
-from station.inspect.drift import DriftMonitor, drift_event
-from station.inspect.result import (
+from station.core.errors import CameraError, ModelError, StationError, StorageError
+from station.core.result import (
+    Frame,
     InspectionResult,
     LineStatus,
     StationEvent,
     StationState,
     Verdict,
 )
+from station.core.worker import Worker
+from station.inspect.decision import verdict
+from station.inspect.drift import DriftMonitor, drift_event
 from station.inspect.stats import LineStats
-from station.inspect.worker import Worker
 from station.model.artifact import ModelStore
 from station.records.recorder import Recorder
 

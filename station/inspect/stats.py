@@ -8,7 +8,7 @@ from collections import deque
 
 import numpy as np
 
-from station.inspect.result import Counters, InspectionResult, Verdict
+from station.core.result import Counters, InspectionResult, Verdict
 
 __all__ = ["LineStats"]
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from station.errors import ModelError
+from station.core.errors import ModelError
 from station.model.preprocess import Preprocessing
 
 # Raised whenever a manifest gains a field that changes the scores, so that an older station

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from station.errors import ModelError
+from station.core.errors import ModelError
 
 # ---------------------------------------------------------------------------------------------
 # EfficientNet-Lite

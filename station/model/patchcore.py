@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from station.config import ModelConfig
-from station.errors import ModelError, StationError
-from station.imageio import list_images, read_image
-from station.inspect.result import StageTimes
+from station.core.errors import ModelError, StationError
+from station.core.imageio import list_images, read_image
+from station.core.result import StageTimes
 from station.model.artifact import (
     Manifest,
     ModelArtifact,

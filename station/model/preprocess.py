@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from station.imageio import to_engine_image
+from station.core.imageio import to_engine_image
 
 STRIDE = 8  # patch grid stride of the features PatchCore scores
 EXPOSURE_TARGET = 0.9  # where "auto" exposure puts the 99th percentile (headroom for glints)

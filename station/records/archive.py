@@ -23,16 +23,14 @@ never points at a missing or half-written file, even across a power loss.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from datetime import datetime
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from station.errors import ImageError
-from station.imageio import read_image
+from station.core.errors import ImageError
+from station.core.imageio import read_image
 
 MAP_UNITS = 16384  # grey level of a map value equal to the threshold
 MAP_MAX_SIDE = 1024  # long side of a stored map (see the module docstring)
@@ -42,7 +40,6 @@ _PNG_PARAMS = [
     cv2.IMWRITE_PNG_STRATEGY,
     cv2.IMWRITE_PNG_STRATEGY_RLE,
 ]
-TMP_PREFIX = ".tmp-"
 
 
 def day_dir(timestamp: float) -> str:
@@ -104,57 +101,3 @@ def read_map(path: str | Path, threshold: float, size: tuple[int, int] | None = 
 def read_archived_image(path: str | Path) -> np.ndarray:
     """An archived image back as the engine reads images (RGB or mono)."""
     return read_image(path)
-
-
-def _write_bytes(fd: int, data: bytes) -> None:
-    """Write all of `data` to `fd`. Kept separate so that a test can inject a disk-full fault."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write a file so that readers see the old state or the whole new file, never a part.
-
-    With `durable`, the data is fsynced before the rename; the caller fsyncs the folder
-    (`fsync_dir`) once for a batch, before committing rows that point here.
-    """
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        try:
-            _write_bytes(fd, data)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the renames in a folder durable (no-op where folders cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def remove_quietly(path: Path) -> int:
-    """Delete a file if it is there; returns the bytes freed (0 when it was already gone)."""
-    try:
-        size = path.stat().st_size
-        path.unlink()
-        return size
-    except FileNotFoundError:
-        return 0

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from station.errors import StorageError
-from station.inspect.result import Counters, StationEvent, StationState, Verdict
+from station.core.errors import StorageError
+from station.core.result import Counters, StationEvent, StationState, Verdict
 from station.records.migrations import LATEST_VERSION, migrate, schema_version
 
 DB_NAME = "station.db"

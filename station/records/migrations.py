@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from station.errors import StorageError
+from station.core.errors import StorageError
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 
 from station.config import RecordsConfig
-from station.errors import StorageError
-from station.inspect.result import InspectionResult, StationEvent, Verdict
-from station.inspect.worker import Worker
-from station.records.archive import archive_names, encode_image, encode_map, fsync_dir, write_atomic
-from station.records.archive import remove_quietly as _remove
+from station.core.errors import StorageError
+from station.core.files import fsync_dir, write_atomic
+from station.core.files import remove_quietly as _remove
+from station.core.result import InspectionResult, StationEvent, Verdict
+from station.core.worker import Worker
+from station.records.archive import archive_names, encode_image, encode_map
 from station.records.db import (
     INSERT_EVENT,
     INSERT_INSPECTION,

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from station.records.archive import TMP_PREFIX, remove_quietly
+from station.core.files import TMP_PREFIX, remove_quietly
 from station.records.db import ARCHIVE_DIR, Database
 
 log = logging.getLogger(__name__)

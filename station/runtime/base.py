@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from station.compat import StrEnum
+from station.core.compat import StrEnum
 
 
 class RuntimeKind(StrEnum):

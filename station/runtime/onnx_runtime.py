@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from station.errors import ModelError, RuntimeUnavailable
+from station.core.errors import ModelError, RuntimeUnavailable
 from station.runtime.base import RuntimeKind
 
 

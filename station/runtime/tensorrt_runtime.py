@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -33,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from station.errors import ConfigError, ImageError, ModelError, RuntimeUnavailable
+from station.core.errors import ConfigError, ImageError, ModelError, RuntimeUnavailable
+from station.core.files import write_atomic
 from station.runtime.base import RuntimeKind
+from station.runtime.knn_graph import load_bank, write_knn_onnx
 
 log = logging.getLogger(__name__)
 
@@ -392,18 +393,10 @@ class EngineBuild:
     key: str
 
 
-def _atomic_write(path: Path, data: bytes | memoryview) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half an engine."""
+def _write_file(path: Path, data: bytes | memoryview) -> None:
+    """Write atomically, creating the cache folder: a crash never leaves half an engine."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, data)
 
 
 def read_engine_metadata(engine_path: Path) -> dict[str, Any]:
@@ -458,7 +451,7 @@ def _make_calibrator(
             return cache_path.read_bytes()
 
         def write_calibration_cache(self, cache: Any) -> None:
-            _atomic_write(cache_path, memoryview(cache))
+            _write_file(cache_path, memoryview(cache))
 
         def free(self) -> None:
             self.device.free()
@@ -631,7 +624,7 @@ def _build_in(
                 max_batch=max_batch,
             )
         seconds = time.perf_counter() - start
-        _atomic_write(engine_path, memoryview(plan))
+        _write_file(engine_path, memoryview(plan))
         meta = {
             "key": key,
             "onnx": str(onnx_path),
@@ -644,7 +637,7 @@ def _build_in(
             "calibration_id": calibration_id,
             "build_seconds": round(seconds, 3),
         }
-        _atomic_write(engine_path.with_suffix(".json"), json.dumps(meta, indent=2).encode())
+        _write_file(engine_path.with_suffix(".json"), json.dumps(meta, indent=2).encode())
         log.info("built %s in %.1f s", engine_path, seconds)
         return EngineBuild(engine_path, seconds, False, key)
 
@@ -969,7 +962,6 @@ class TensorRTRuntime:
 
     def enable_knn(self, bank: np.ndarray | Path, k: int = 1) -> EngineBuild:
         """Chain a GPU nearest-neighbour engine on the memory bank after the feature engine."""
-        from station.runtime.gpu_knn import load_bank
 
         bank_arr = load_bank(bank) if isinstance(bank, str | Path) else bank
         _, c, h, w = self.output_shape
@@ -1071,8 +1063,6 @@ def _build_knn_in(
     max_points: int = 1,
 ) -> EngineBuild:
     """Write the kNN ONNX graph into the cache (named by its hash) and build its fp32 engine."""
-    from station.runtime.gpu_knn import write_knn_onnx
-
     onnx_path = write_knn_onnx(bank, k, cache_dir=cache_dir, feature_shape=feature_shape)
     return _build_in(
         session,

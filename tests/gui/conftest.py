@@ -46,7 +46,7 @@ def gui_models(
     needs; a technician would recalibrate, and so does this fixture: same bank and threshold,
     the held-out scores plus the scores of test/good as the drift baseline (version v0002).
     """
-    from station.imageio import read_image
+    from station.core.imageio import read_image
     from station.model.artifact import load_artifact, write_artifact
     from station.model.patchcore import PatchCore
 

@@ -22,7 +22,7 @@ pytest.importorskip("pyqtgraph")
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QApplication
 
-from station.inspect.result import StationState, Verdict
+from station.core.result import StationState, Verdict
 
 pytestmark = pytest.mark.slow
 

@@ -9,18 +9,18 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from station.gui.counters import CountersPanel, counter_texts
-from station.gui.overlay import View, compose, crop_box, fit_size
-from station.gui.status_bar import disk_text, runtime_name, status_texts
-from station.gui.theme import THEMES, load_theme, parse_theme
-from station.gui.verdict_banner import banner_state
-from station.inspect.result import (
+from station.core.result import (
     Counters,
     InspectionResult,
     LineStatus,
     StationState,
     Verdict,
 )
+from station.gui.counters import CountersPanel, counter_texts
+from station.gui.overlay import View, compose, crop_box, fit_size
+from station.gui.status_bar import disk_text, runtime_name, status_texts
+from station.gui.theme import THEMES, load_theme, parse_theme
+from station.gui.verdict_banner import banner_state
 
 
 def result(verdict: Verdict = Verdict.OK, score: float = 1.0) -> InspectionResult:

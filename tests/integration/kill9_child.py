@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from station.config import RecordsConfig
-from station.inspect.result import InspectionResult, StationEvent, Verdict
+from station.core.result import InspectionResult, StationEvent, Verdict
 from station.records import Committed, Recorder
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from station.cli import main
-from station.imageio import list_images, read_image
+from station.core.imageio import list_images, read_image
 from station.inspect.metrics import auroc
 from station.model.patchcore import PatchCore
 

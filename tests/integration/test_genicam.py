@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from station.camera import Camera, CameraError, Frame, GenICamCamera
+from station.camera import Camera, CameraError, GenICamCamera
 from station.camera import genicam as gmod
 from station.camera.genicam import (
     DeviceDescription,
@@ -30,6 +30,7 @@ from station.camera.genicam import (
 )
 from station.cli import main as cli_main
 from station.config import GenICamConfig
+from station.core.result import Frame
 
 VIKY = simulator_producer()
 needs_viky = pytest.mark.skipif(

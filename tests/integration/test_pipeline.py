@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 from station.config import DriftConfig, StationConfig
-from station.inspect.pipeline import FrameQueue, Line
-from station.inspect.result import (
+from station.core.result import (
     DriftLevel,
     InspectionResult,
     StationEvent,
     StationState,
     Verdict,
 )
+from station.inspect.pipeline import FrameQueue, Line
 from station.model.artifact import ModelArtifact
 from station.model.patchcore import PatchCore
 from station.records import Database, db_path, shift_key
@@ -363,7 +363,7 @@ def test_drift_level_changes_are_events(
 def test_frame_queue_drops_oldest_and_counts() -> None:
     dropped: list[int] = []
     q = FrameQueue(2, on_drop=dropped.append)
-    from station.camera.base import Frame
+    from station.core.result import Frame
 
     frames = [Frame(np.zeros((2, 2), np.uint8), time.time(), i, "t") for i in range(5)]
     for f in frames:

@@ -19,8 +19,9 @@ import pytest
 
 from station.cli import main
 from station.config import RecordsConfig
-from station.errors import StorageError
-from station.inspect.result import InspectionResult, StationEvent, StationState, Verdict
+from station.core import files as core_files
+from station.core.errors import StorageError
+from station.core.result import InspectionResult, StationEvent, StationState, Verdict
 from station.records import (
     LATEST_VERSION,
     Committed,
@@ -403,7 +404,7 @@ def test_archive_disk_full_keeps_the_verdicts(
     def no_space(fd: int, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(archive_mod, "_write_bytes", no_space)
+    monkeypatch.setattr(core_files, "_write_bytes", no_space)
     for i in range(6):
         recorder.submit(make_result(i, Verdict.NOK))
     assert recorder.flush()

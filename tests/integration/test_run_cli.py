@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from station.cli import main
-from station.inspect.result import StationState
+from station.core.result import StationState
 from station.records import Database, db_path, shift_key
 
 REPO = Path(__file__).resolve().parents[2]

@@ -29,10 +29,11 @@ import numpy as np
 import onnx
 import pytest
 
-from station.errors import ImageError, ModelError, RuntimeUnavailable
+from station.core.errors import ImageError, ModelError, RuntimeUnavailable
 from station.runtime import tensorrt_runtime as trt_rt
 from station.runtime.base import Runtime, RuntimeKind
-from station.runtime.gpu_knn import GpuKnn, build_knn_engine, knn_onnx_model, write_knn_onnx
+from station.runtime.gpu_knn import GpuKnn, build_knn_engine
+from station.runtime.knn_graph import knn_onnx_model, write_knn_onnx
 from station.runtime.tensorrt_runtime import (
     TensorRTRuntime,
     build_engine,
@@ -1065,7 +1066,7 @@ def test_model_with_other_io_names_is_refused(
 
 
 def test_unknown_precision(monkeypatch: pytest.MonkeyPatch, model: Path, tmp_path: Path) -> None:
-    from station.errors import ConfigError
+    from station.core.errors import ConfigError
 
     FakeGpu().install(monkeypatch)
     with pytest.raises(ConfigError, match="'bf16' is not one of fp32, fp16, int8"):

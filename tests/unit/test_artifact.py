@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from station.errors import ModelError
+from station.core.errors import ModelError
 from station.model.artifact import BANK, MANIFEST, ONNX, ModelStore, load_artifact
 
 

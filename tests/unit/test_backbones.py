@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from station.errors import ModelError
+from station.core.errors import ModelError
 from station.model.backbones import BasicBlock, ResNet, load_backbone
 
 

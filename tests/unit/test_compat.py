@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from station.compat import StrEnum310
+from station.core.compat import StrEnum310
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="compares with enum.StrEnum (3.11+)")
@@ -31,7 +31,7 @@ def test_strenum_stand_in_prints_compares_and_serialises_like_strenum():
 
 def test_station_enums_are_strings_that_print_as_their_value():
     """The records store `str(verdict)`; on every version that must be 'OK', not 'Verdict.OK'."""
-    from station.inspect.result import StationState, Verdict
+    from station.core.result import StationState, Verdict
     from station.runtime.base import RuntimeKind
 
     assert str(Verdict.NOK) == "NOK" and f"{StationState.CAMERA_LOST}" == "camera_lost"

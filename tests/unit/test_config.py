@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from station.config import load_config
-from station.errors import ConfigError
+from station.core.errors import ConfigError
 
 
 def test_defaults_load():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from station.cli import main
+from station.core.errors import ConfigError, StationError
 from station.demo_product import (
     DEFECT_TYPES,
     DemoDataError,
@@ -18,7 +19,6 @@ from station.demo_product import (
     is_demo_product,
     render_sample,
 )
-from station.errors import ConfigError, StationError
 
 # Small but complete: every folder present, enough defects to see each kind's variety.
 SMALL = {"n_train": 4, "n_test_good": 3, "n_per_defect": 5}

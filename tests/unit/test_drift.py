@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from station.config import DriftConfig
-from station.errors import ModelError
+from station.core.errors import ModelError
+from station.core.result import DriftLevel
 from station.inspect.drift import DriftMonitor, drift_event
-from station.inspect.result import DriftLevel
 
 MEAN, SD = 10.0, 2.0
 

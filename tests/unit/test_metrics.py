@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from station.core.result import Verdict
 from station.inspect.decision import threshold_for_fnr, verdict
 from station.inspect.metrics import aupro, auroc, pixel_auroc
-from station.inspect.result import Verdict
 
 
 def test_auroc_perfect_random_and_ties():

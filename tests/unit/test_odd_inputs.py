@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from station.errors import ImageError
-from station.imageio import read_image
+from station.core.errors import ImageError
+from station.core.imageio import read_image
 from station.model.preprocess import plan_tiles
 
 

@@ -15,7 +15,7 @@ from station.camera.pixel_formats import (
     full_scale,
     pixel_format,
 )
-from station.errors import CameraError
+from station.core.errors import CameraError
 
 H, W = 48, 64  # even sizes: Bayer tiles and YUV pairs fit exactly
 RNG = np.random.default_rng(7)

@@ -17,7 +17,7 @@ from station.camera.factory import demo_product_path
 from station.camera.genicam import GenICamCamera
 from station.camera.uvc import UVCCamera
 from station.config import CameraConfig, GenICamConfig, ReplayConfig, UVCConfig
-from station.errors import CameraError
+from station.core.errors import CameraError
 
 
 def _write(path: Path, value: int, size: tuple[int, int] = (24, 32)) -> None:

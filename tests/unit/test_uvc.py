@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from station.camera import Camera, UVCCamera
-from station.errors import CameraError
+from station.core.errors import CameraError
 
 
 class FakeCapture:

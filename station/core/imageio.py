@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from station.errors import ImageError
+from station.core.errors import ImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MIN_SIDE = 16  # below this no defect can be localised at the network's stride

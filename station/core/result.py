@@ -1,4 +1,5 @@
-"""Typed records that travel from the inspector to displays, the recorder and the drift monitor."""
+"""Typed records every stage shares: frames from the camera, results from the inspector to
+displays, the recorder and the drift monitor, events, and the line's status snapshot."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from station.compat import StrEnum
+from station.core.compat import StrEnum
 
 
 class Verdict(StrEnum):
@@ -31,6 +32,25 @@ class DriftLevel(StrEnum):
     NONE = "none"
     WARNING = "warning"
     CRITICAL = "critical"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One image from a camera, converted to the engine's input.
+
+    `image` is HxW (mono) or HxWx3 (RGB order), uint8 or uint16, owned by the frame (copied out of
+    any driver buffer). `frame_id` counts frames delivered since open; `device_frame_id` is the
+    device's own counter where it has one (gaps there mean lost frames). `label` is the ground truth
+    ("good" or a defect type) when a replay source knows it.
+    """
+
+    image: np.ndarray
+    timestamp: float
+    frame_id: int
+    source: str
+    device_frame_id: int | None = None
+    label: str | None = None
+    path: str | None = None
 
 
 @dataclass(frozen=True)
