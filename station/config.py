@@ -96,6 +96,7 @@ class RecordsConfig:
     retention_days: int = 90
     disk_budget_mb: int = 2048
     shift_hours: list[int] = field(default_factory=lambda: [6, 14, 22])  # shift start hours
+    spool_mb: float = 64.0  # durable overflow for results the database cannot take right now
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,15 @@ class GuiConfig:
 
 
 @dataclass(frozen=True)
+class AccessConfig:
+    operator_pin: bool = False  # false: the touchscreen's default user is the operator, no PIN
+    idle_logout_s: float = 120.0  # back to the operator and the home page after this long idle
+    max_tries: int = 5  # wrong PINs in a row before a lockout
+    lockout_s: float = 30.0  # the first lockout; each further one doubles (at most an hour)
+    min_pin_digits: int = 4
+
+
+@dataclass(frozen=True)
 class StationConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -125,6 +135,7 @@ class StationConfig:
     records: RecordsConfig = field(default_factory=RecordsConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     gui: GuiConfig = field(default_factory=GuiConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
     origin: str = ""  # the file this was read from, for messages
 
 
@@ -246,6 +257,16 @@ def validate(cfg: StationConfig) -> None:
         raise bad("inspection.target_fnr", "must be in [0, 1)")
     if cfg.gui.theme not in ("dark", "light"):
         raise bad("gui.theme", "must be 'dark' or 'light'")
+    if cfg.records.spool_mb < 0:
+        raise bad("records.spool_mb", "must be 0 (no spool) or a positive size in MB")
+    if cfg.access.idle_logout_s < 10:
+        raise bad("access.idle_logout_s", "must be at least 10 seconds")
+    if cfg.access.max_tries < 1:
+        raise bad("access.max_tries", "must be at least 1")
+    if cfg.access.lockout_s <= 0:
+        raise bad("access.lockout_s", "must be a positive number of seconds")
+    if not 4 <= cfg.access.min_pin_digits <= 12:
+        raise bad("access.min_pin_digits", "must be between 4 and 12")
 
 
 def data_dir(cfg: StationConfig, override: str | None = None) -> Path:

@@ -85,6 +85,7 @@ class InspectionResult:
     label: str | None = None  # ground truth when the source knows it (replay of MVTec layout)
     device_frame_id: int | None = None
     finished_at: float = field(default_factory=time.time)
+    part_id: str = ""  # e.g. DEMO-20261201-000123, unique; what a person quotes for this part
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,7 @@ class InspectionRow:
     override_verdict: Verdict | None = None
     override_operator: str | None = None
     override_time: float | None = None
+    part_id: str | None = None  # e.g. DEMO-20261201-000123; None on rows from before it existed
 
     @property
     def when(self) -> datetime:
@@ -153,12 +154,14 @@ class ShiftCounts:
 
 INSPECTION_COLUMNS = (
     "id, time, frame_id, source, score, threshold, verdict, latency_ms, model_version, label, "
-    "image_path, map_path, override_verdict, override_operator, override_time"
+    "image_path, map_path, override_verdict, override_operator, override_time, part_id"
 )
 
+# OR IGNORE: a part id already stored means this row was written before (a spool file moved in
+# again after a crash); the caller checks rowcount.
 INSERT_INSPECTION = (
-    "INSERT INTO inspections (time, frame_id, source, score, threshold, verdict, latency_ms, "
-    "model_version, label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO inspections (time, frame_id, source, score, threshold, verdict, "
+    "latency_ms, model_version, label, part_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 INSERT_EVENT = "INSERT INTO events (time, kind, message, state, data) VALUES (?, ?, ?, ?, ?)"
 UPSERT_COUNTS = (
@@ -186,6 +189,7 @@ def _inspection(row: tuple[Any, ...]) -> InspectionRow:
         override_verdict=Verdict(row[12]) if row[12] else None,
         override_operator=row[13],
         override_time=row[14],
+        part_id=row[15],
     )
 
 
@@ -344,6 +348,25 @@ class Database:
         """One recorded frame by id."""
         rows = self.fetch(f"SELECT {INSPECTION_COLUMNS} FROM inspections WHERE id = ?", [row_id])
         return _inspection(rows[0]) if rows else None
+
+    def get_part(self, part_id: str) -> InspectionRow | None:
+        """One recorded frame by its part id."""
+        rows = self.fetch(
+            f"SELECT {INSPECTION_COLUMNS} FROM inspections WHERE part_id = ?", [part_id]
+        )
+        return _inspection(rows[0]) if rows else None
+
+    def max_part_sequence(self, prefix: str) -> int:
+        """The highest sequence number of the part ids that start with `prefix` (0 if none).
+
+        `prefix` is e.g. 'DEMO-20261201-'; the range query runs on the part-id index.
+        """
+        rows = self.fetch(
+            "SELECT max(CAST(substr(part_id, ?) AS INTEGER)) FROM inspections "
+            "WHERE part_id >= ? AND part_id < ?",
+            [len(prefix) + 1, prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)],
+        )
+        return int(rows[0][0] or 0)
 
     def count_inspections(self) -> int:
         """How many frames are recorded."""

@@ -77,6 +77,56 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "part ids, users, audit trail",
+        (
+            # A person-quotable id per inspection (DEMO-20261201-000123); unique, so a result
+            # moved in from the spool twice is inserted once. Rows from version 1 have none.
+            "ALTER TABLE inspections ADD COLUMN part_id TEXT",
+            "CREATE UNIQUE INDEX inspections_part_id ON inspections (part_id) "
+            "WHERE part_id IS NOT NULL",
+            # PINs as scrypt hashes; the lockout state survives a restart.
+            """
+            CREATE TABLE users (
+                name TEXT PRIMARY KEY COLLATE NOCASE,
+                role TEXT NOT NULL CHECK (role IN ('operator', 'technician', 'qa', 'admin')),
+                pin_hash TEXT NOT NULL,
+                created REAL NOT NULL,
+                failed INTEGER NOT NULL DEFAULT 0,
+                locked_until REAL NOT NULL DEFAULT 0,
+                lockouts INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+            # AUTOINCREMENT: an id is never reused, so a deleted row leaves a gap verify finds.
+            """
+            CREATE TABLE audit (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                time REAL NOT NULL,
+                user TEXT NOT NULL,
+                role TEXT NOT NULL,
+                action TEXT NOT NULL,
+                object TEXT NOT NULL DEFAULT '',
+                before TEXT,
+                after TEXT,
+                reason TEXT NOT NULL DEFAULT '',
+                via TEXT NOT NULL DEFAULT '',
+                hash TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX audit_time ON audit (time)",
+            # Spool files already moved into the database, written in the same transaction as
+            # their rows: a file left behind by a crash before its removal is not read twice.
+            "CREATE TABLE spooled_files (name TEXT PRIMARY KEY, rows INTEGER NOT NULL, "
+            "time REAL NOT NULL)",
+            # Append-only for the station itself; someone who drops these triggers to edit a row
+            # still breaks the hash chain (`station audit --verify`).
+            "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
+            "BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END",
+            "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
+            "BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,10 +1,18 @@
 """The recorder: one writer thread that turns inspection results and events into records.
 
-The inspection thread calls `submit()` / `submit_event()`; they never block (a bounded queue;
-when it is full the loss is counted and raised as an alarm, never silent). The writer takes up
-to `batch_rows` items or `batch_seconds` worth, whichever comes first, and writes them in one
-transaction: at the line's 2 frames/s that is one fsync per frame at most, and a burst costs one
-fsync per 50 rows.
+The recorder is one of the line's sinks: the inspection thread calls `submit()` /
+`submit_event()` and they never block for long. Results are never dropped to keep up: when the
+bounded queue is full, the row goes to the durable spool (`station.records.spool`, fsynced) and
+the writer moves it into the database once it has caught up. Only when the spool cannot take it
+either (full, or its disk failing) is a result lost, and then it is counted and alarmed. The
+writer takes up to `batch_rows` items or `batch_seconds` worth, whichever comes first, and writes
+them in one transaction: at the line's 2 frames/s that is one fsync per frame at most, and a
+burst costs one fsync per 50 rows.
+
+Counting: a row's shift counts (inspected, NOK) are written in the transaction that inserts the
+row, so after any crash the stored counters equal the stored rows (plus the results counted as
+lost, which have no row). The operator's running totals also include what is still queued or
+spooled, so they never lag the screen.
 
 Storage failures (disk full, a broken disk, permissions) never stop the line: the failed rows are
 counted in `unrecorded` (and in the shift counters, once the database can be written again), the
@@ -19,6 +27,7 @@ Archive: every NOK image with its anomaly map, and one OK image in `ok_sample_ev
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import shutil
 import sqlite3
@@ -53,6 +62,7 @@ from station.records.db import (
     shift_key,
 )
 from station.records.retention import RetentionReport, apply_retention
+from station.records.spool import SPOOL_DIR, Spool
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +88,8 @@ class RecorderStats:
     submitted: int
     recorded: int
     unrecorded: int
-    queued: int
+    queued: int  # waiting in memory or in the spool
+    spooled: int  # results that went through the spool (the queue was full)
     events_recorded: int
     events_unrecorded: int
     images_archived: int
@@ -88,15 +99,32 @@ class RecorderStats:
 
 @dataclass
 class _Frame:
-    row: tuple[Any, ...]
-    time: float
-    frame_id: int
-    verdict: Verdict
+    row: tuple[Any, ...]  # INSERT_INSPECTION's parameters
     shift: str
-    image: np.ndarray | None  # only set when the image goes to the archive
-    anomaly_map: np.ndarray | None
-    threshold: float
-    image_bytes: int  # memory held by image + map until the writer is done with them
+    image: np.ndarray | None = None  # only set when the image goes to the archive
+    anomaly_map: np.ndarray | None = None
+    image_bytes: int = 0  # memory held by image + map until the writer is done with them
+    ours: bool = True  # submitted by this recorder (its pending counts hold it)
+
+    @property
+    def time(self) -> float:
+        return float(self.row[0])
+
+    @property
+    def frame_id(self) -> int:
+        return int(self.row[1])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.row[4])
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict(self.row[5])
+
+    @property
+    def nok(self) -> int:
+        return int(self.row[5] == Verdict.NOK.value)
 
 
 class _Marker:
@@ -146,6 +174,8 @@ class Recorder(Worker):
         self._max_pending_bytes = int(max_pending_image_mb * 1024 * 1024)
         self._pending_bytes = 0
         self.on_commit = on_commit
+        self.spool = Spool(self.data_dir / SPOOL_DIR, int(self.cfg.spool_mb * 1e6))
+        self._run_id = f"{os.getpid()}-{time.time_ns()}"  # tells this run's spool records apart
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max(1, queue_size))
         self._lock = threading.Lock()  # guards the counters below; never held during I/O
         self._closed = False
@@ -153,15 +183,20 @@ class Recorder(Worker):
         self._submitted = 0
         self._recorded = 0
         self._unrecorded = 0
+        self._spooled = 0
+        self._spool_waiting = 0  # this run's results in the spool, not yet in the database
         self._events_recorded = 0
         self._events_unrecorded = 0
         self._images_archived = 0
         self._images_unarchived = 0
-        # shift -> [inspected, nok, dropped, unrecorded] not yet in the database
+        # shift -> [inspected, nok, dropped, unrecorded] still to be written for results that
+        # have no row (lost) and for dropped frames; a row's own counts go with its INSERT.
         self._deltas: dict[str, list[int]] = {}
+        # shift -> [inspected, nok] of this run's results submitted but not yet written or lost.
+        self._pending: dict[str, list[int]] = {}
         # shift -> running totals (stored + not yet written), loaded once per shift, then kept up
-        # by `_delta`: the operator's counters are read many times a second and must never step
-        # back while a batch is between leaving `_deltas` and being committed.
+        # at every submit: the operator's counters are read many times a second and must never
+        # step back while a batch is between memory and its commit.
         self._totals: dict[str, list[int]] = {}
         self._flush_lock = threading.Lock()  # held from taking the deltas to their commit
         self._alarm_reason: str | None = None
@@ -173,24 +208,36 @@ class Recorder(Worker):
         self._next_retention = 0.0
         self.last_retention: RetentionReport | None = None
 
-    # -- the caller's side (any thread, never blocks) ------------------------------------------
+    # -- the caller's side (any thread, never blocks for long) -----------------------------------
     def submit(self, result: InspectionResult) -> bool:
-        """Queue one result for recording; False when it could not be queued (counted, alarmed)."""
+        """Record one result: queued, or spooled when the queue is full; False when it is lost
+        (the spool full or failing too, or the recorder closed: counted and alarmed)."""
         shift = shift_key(result.timestamp, self.cfg.shift_hours)
         nok = result.verdict == Verdict.NOK
+        row = (
+            float(result.timestamp),
+            int(result.frame_id),
+            str(result.source),
+            float(result.score),
+            float(result.threshold),
+            Verdict(result.verdict).value,
+            float(result.latency_ms),
+            str(result.model_version),
+            result.label,
+            result.part_id or None,
+        )
         with self._lock:
             self._submitted += 1
-            self._delta(shift, 0, 1)
+            if self._closed:
+                self._lost_locked(shift, int(nok), "records closed", ours=False)
+                return False
+            self._pend_locked(shift, int(nok), 1)
             if nok:
-                self._delta(shift, 1, 1)
                 keep_image = True
             else:
                 every = self.cfg.ok_sample_every
                 keep_image = every > 0 and self._ok_seen % every == 0
                 self._ok_seen += 1
-            if self._closed:
-                self._lose_locked(shift, "records closed")
-                return False
             amap = result.anomaly_map if nok else None
             nbytes = 0
             if keep_image:
@@ -204,32 +251,29 @@ class Recorder(Worker):
                     self._alarm_images += 1
             self._pending_bytes += nbytes
             frame = _Frame(
-                row=(
-                    float(result.timestamp),
-                    int(result.frame_id),
-                    str(result.source),
-                    float(result.score),
-                    float(result.threshold),
-                    Verdict(result.verdict).value,
-                    float(result.latency_ms),
-                    str(result.model_version),
-                    result.label,
-                ),
-                time=float(result.timestamp),
-                frame_id=int(result.frame_id),
-                verdict=Verdict(result.verdict),
+                row=row,
                 shift=shift,
                 image=result.image if keep_image else None,
                 anomaly_map=amap if keep_image else None,
-                threshold=float(result.threshold),
                 image_bytes=nbytes,
             )
             try:
                 self._queue.put_nowait(frame)
+                return True
             except queue.Full:
                 self._pending_bytes -= nbytes
-                self._lose_locked(shift, "records queue full (disk too slow)")
-                return False
+        # The queue is full: the row goes to the spool (file I/O, so outside the lock).
+        try:
+            self.spool.append([[self._run_id, *row]])
+        except StorageError as exc:
+            with self._lock:
+                self._lost_locked(shift, int(nok), f"records queue and spool full ({exc})")
+            return False
+        with self._lock:
+            self._spooled += 1
+            self._spool_waiting += 1
+            if keep_image:
+                self._images_unarchived += 1  # the spool keeps the verdict, not the picture
         return True
 
     def submit_event(self, event: StationEvent) -> bool:
@@ -249,18 +293,29 @@ class Recorder(Worker):
         """Add frames the inspection queue dropped to the shift counters."""
         shift = shift_key(time.time() if when is None else when, self.cfg.shift_hours)
         with self._lock:
-            self._delta(shift, 2, n)
+            self._delta(shift, (0, 0, n, 0))
+            self._show(shift, (0, 0, n, 0))
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything submitted before this call is written (or counted as lost)."""
+        """Wait until everything submitted before this call is written (or counted as lost),
+        what went to the spool included."""
         if not self.alive:
             return self._queue.empty()
-        marker = _Marker()
-        try:
-            self._queue.put(marker, timeout=timeout)
-        except queue.Full:
-            return False
-        return marker.done.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            marker = _Marker()
+            try:
+                self._queue.put(marker, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                return False
+            if not marker.done.wait(max(0.0, deadline - time.monotonic())):
+                return False
+            with self._lock:
+                waiting = self._spool_waiting
+            if not waiting or not self.alive:
+                return True
+            if time.monotonic() >= deadline:
+                return False
 
     # -- what the status bar shows -------------------------------------------------------------
     @property
@@ -289,6 +344,7 @@ class Recorder(Worker):
                 recorded=self._recorded,
                 unrecorded=self._unrecorded,
                 queued=self._submitted - self._recorded - self._unrecorded,
+                spooled=self._spooled,
                 events_recorded=self._events_recorded,
                 events_unrecorded=self._events_unrecorded,
                 images_archived=self._images_archived,
@@ -332,7 +388,7 @@ class Recorder(Worker):
         return self.reader().query_events(since, until, kind, limit)
 
     def shift_counts(self, shift: str | None = None) -> ShiftCounts:
-        """A shift's counters (default: the current one), counts not yet written included.
+        """A shift's counters (default: the current one), results not yet written included.
 
         Counts from earlier runs of the station in the same shift are included: a restart in the
         middle of a shift continues its counters. StorageError when the records cannot be read.
@@ -342,15 +398,18 @@ class Recorder(Worker):
             t = self._totals.get(key)
             if t is not None:
                 return ShiftCounts(key, *t)
-        # First read of this shift: no batch may be half-way between `_deltas` and the database.
+        # First read of this shift: no batch may be half-way between memory and the database.
         with self._flush_lock:
             stored = self.reader().shift_counts(key)
             with self._lock:
                 t = self._totals.get(key)
                 if t is None:
                     d = self._deltas.get(key, [0, 0, 0, 0])
+                    pi, pn = self._pending.get(key, [0, 0])
                     base = (stored.inspected, stored.nok, stored.dropped, stored.unrecorded)
                     t = [a + b for a, b in zip(base, d, strict=True)]
+                    t[0] += pi
+                    t[1] += pn
                     while len(self._totals) >= MAX_SHIFT_TOTALS:
                         del self._totals[next(iter(self._totals))]
                     self._totals[key] = t
@@ -363,19 +422,38 @@ class Recorder(Worker):
         )
 
     # -- bookkeeping (self._lock held) ---------------------------------------------------------
-    def _delta(self, shift: str, index: int, n: int, *, new: bool = True) -> None:
-        # new=False: counts put back after a failed write; the running totals already hold them.
-        d = self._deltas.get(shift)
-        if d is None:
-            d = self._deltas[shift] = [0, 0, 0, 0]
-        d[index] += n
-        t = self._totals.get(shift) if new else None
-        if t is not None:
-            t[index] += n
+    def _delta(self, shift: str, values: tuple[int, int, int, int]) -> None:
+        """Counts still to be written to the database (no row carries them)."""
+        d = self._deltas.setdefault(shift, [0, 0, 0, 0])
+        for i, n in enumerate(values):
+            d[i] += n
 
-    def _lose_locked(self, shift: str, reason: str) -> None:
+    def _show(self, shift: str, values: tuple[int, int, int, int]) -> None:
+        """Counts added to the running totals the operator sees (when that shift is loaded)."""
+        t = self._totals.get(shift)
+        if t is not None:
+            for i, n in enumerate(values):
+                t[i] += n
+
+    def _pend_locked(self, shift: str, nok: int, sign: int) -> None:
+        """A result of this run submitted (+1) or settled (-1: written or lost)."""
+        p = self._pending.setdefault(shift, [0, 0])
+        p[0] += sign
+        p[1] += sign * nok
+        if sign > 0:
+            self._show(shift, (1, nok, 0, 0))
+        elif p == [0, 0]:
+            del self._pending[shift]
+
+    def _lost_locked(self, shift: str, nok: int, reason: str, *, ours: bool = True) -> None:
+        """A result that will have no row: counted as inspected and as not recorded."""
+        if ours:
+            self._pend_locked(shift, nok, -1)
+        else:
+            self._show(shift, (1, nok, 0, 0))
         self._unrecorded += 1
-        self._delta(shift, 3, 1)
+        self._delta(shift, (1, nok, 0, 1))
+        self._show(shift, (0, 0, 0, 1))
         if self._alarm_reason is None:
             self._alarm_reason = reason
             log.error("%s: results are not being recorded", reason)
@@ -383,23 +461,42 @@ class Recorder(Worker):
 
     # -- the writer thread ---------------------------------------------------------------------
     def setup(self) -> None:
-        """Open (create, migrate) the database in the writer thread."""
+        """Open (create, migrate) the database in the writer thread; move in what an earlier
+        run left in the spool."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._db = Database(self.db_path)
         self._next_retention = time.monotonic()
+        self._replay_spool()
+
+    def recover_spool(self) -> int:
+        """Move what an earlier run left in the spool into the database now, from the calling
+        thread (before `start()`, so that queries see it); returns the rows inserted."""
+        if self.alive:
+            raise RuntimeError("recover_spool() runs before start()")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._db = Database(self.db_path)
+        try:
+            return self._replay_spool()
+        finally:
+            self._db.close()
+            self._db = None
 
     def step(self) -> bool:
-        """Write one batch (if any came), then run retention when it is due."""
+        """Write one batch (if any came), then what waits in the spool, then retention."""
         batch = self._collect(block=True)
         if batch or self._has_deltas():
             self._write(batch)
+        with self._lock:
+            waiting = self._spool_waiting
+        if waiting and self._queue.qsize() < self.batch_rows:
+            self._replay_spool()
         if self.retention_interval_s > 0 and time.monotonic() >= self._next_retention:
             self._next_retention = time.monotonic() + self.retention_interval_s
             self._retention()
         return True
 
     def teardown(self) -> None:
-        """Write what is still queued, refuse new work, close the database."""
+        """Write what is still queued and spooled, refuse new work, close the database."""
         if self.error is not None:
             with self._lock:
                 self._alarm_reason = f"records unavailable: {self.error}"
@@ -408,9 +505,12 @@ class Recorder(Worker):
             with self._lock:
                 self._closed = True
             self._drain()  # what was put between the last drain and closing
-            if self._db is not None and self._has_deltas():
-                self._write([])
+            if self._db is not None:
+                self._replay_spool()
+                if self._has_deltas():
+                    self._write([])
         finally:
+            self.spool.close()
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -449,18 +549,15 @@ class Recorder(Worker):
         with self._lock:
             return bool(self._deltas)
 
-    def _take_deltas(self) -> list[tuple[Any, ...]]:
+    def _take_deltas(self) -> dict[str, list[int]]:
         with self._lock:
-            rows = [(k, *v) for k, v in self._deltas.items()]
-            self._deltas = {}
+            rows, self._deltas = self._deltas, {}
         return rows
 
-    def _restore_deltas(self, rows: list[tuple[Any, ...]]) -> None:
+    def _restore_deltas(self, taken: dict[str, list[int]]) -> None:
         with self._lock:
-            for shift, *values in rows:
-                for i, n in enumerate(values):
-                    if n:
-                        self._delta(shift, i, n, new=False)
+            for shift, values in taken.items():
+                self._delta(shift, (values[0], values[1], values[2], values[3]))
 
     def _encode(self, frame: _Frame) -> tuple[bytes, bytes | None] | None:
         if frame.image is None:
@@ -477,76 +574,171 @@ class Recorder(Worker):
                 self._images_unarchived += 1
             return None
 
+    def _insert(
+        self,
+        cur: sqlite3.Cursor,
+        frames: list[_Frame],
+        encoded: list[tuple[bytes, bytes | None] | None],
+        written: list[Path],
+        dirs: set[Path],
+        counts: dict[str, list[int]],
+    ) -> tuple[list[Committed], list[bool], int, OSError | None]:
+        """INSERT the frames (and archive their images) in the open transaction; their shift
+        counts go into `counts`. Returns the committed rows, which frames got a new row, the
+        images archived and the first archive error."""
+        committed: list[Committed] = []
+        inserted: list[bool] = []
+        images = 0
+        file_error: OSError | None = None
+        for frame, enc in zip(frames, encoded, strict=True):
+            cur.execute(INSERT_INSPECTION, frame.row)
+            if cur.rowcount != 1:  # its part id is stored already: written before
+                inserted.append(False)
+                continue
+            inserted.append(True)
+            c = counts.setdefault(frame.shift, [0, 0, 0, 0])
+            c[0] += 1
+            c[1] += frame.nok
+            row_id = int(cur.lastrowid or 0)
+            rel_image: str | None = None
+            if enc is not None:
+                try:
+                    rel_image, rel_map = self._archive(row_id, frame, enc, dirs, written)
+                    images += 1
+                except OSError as exc:
+                    file_error = exc
+                    rel_image = None
+                if rel_image is not None:
+                    cur.execute(
+                        "UPDATE inspections SET image_path = ?, map_path = ? WHERE id = ?",
+                        (rel_image, rel_map, row_id),
+                    )
+            committed.append(Committed(row_id, frame.frame_id, frame.verdict, rel_image))
+        return committed, inserted, images, file_error
+
     def _write(self, batch: list[_Item]) -> None:
         """One transaction for the batch; failures are counted, never raised."""
         frames = [i for i in batch if isinstance(i, _Frame)]
         events = [i for i in batch if isinstance(i, StationEvent)]
         markers = [i for i in batch if isinstance(i, _Marker)]
-        flushing = False
         try:
             if self._db is None:
                 self._fail(frames, events, [], self.error or StorageError("database not open"))
                 return
             encoded = [self._encode(f) for f in frames]  # CPU work outside the write lock
-            self._flush_lock.acquire()
-            flushing = True
-            deltas = self._take_deltas()
             written: list[Path] = []
-            committed: list[Committed] = []
-            file_error: OSError | None = None
-            images = 0
-            try:
-                with self._db.transaction() as cur:
-                    dirs: set[Path] = set()
-                    for frame, enc in zip(frames, encoded, strict=True):
-                        cur.execute(INSERT_INSPECTION, frame.row)
-                        row_id = int(cur.lastrowid or 0)
-                        rel_image: str | None = None
-                        if enc is not None:
-                            try:
-                                rel_image, rel_map = self._archive(
-                                    row_id, frame, enc, dirs, written
-                                )
-                                images += 1
-                            except OSError as exc:
-                                file_error = exc
-                                rel_image = None
-                            if rel_image is not None:
-                                cur.execute(
-                                    "UPDATE inspections SET image_path = ?, map_path = ? "
-                                    "WHERE id = ?",
-                                    (rel_image, rel_map, row_id),
-                                )
-                        committed.append(
-                            Committed(row_id, frame.frame_id, frame.verdict, rel_image)
+            failed: Exception | None = None
+            with self._flush_lock:
+                deltas = self._take_deltas()
+                counts = {k: list(v) for k, v in deltas.items()}
+                try:
+                    with self._db.transaction() as cur:
+                        dirs: set[Path] = set()
+                        committed, inserted, images, file_error = self._insert(
+                            cur, frames, encoded, written, dirs, counts
                         )
-                    if events:
-                        cur.executemany(INSERT_EVENT, [event_row(e) for e in events])
-                    if deltas:
-                        cur.executemany(UPSERT_COUNTS, deltas)
-                    if self.durable_files:
-                        for d in dirs:  # renames durable before the rows that name them commit
-                            fsync_dir(d)
-            except (sqlite3.Error, OSError) as exc:
-                for p in written:  # files of rows that were rolled back
-                    _remove(p)
-                self._restore_deltas(deltas)
-                flushing = False
-                self._flush_lock.release()
-                self._fail(frames, events, encoded, exc)
+                        if events:
+                            cur.executemany(INSERT_EVENT, [event_row(e) for e in events])
+                        if counts:
+                            cur.executemany(UPSERT_COUNTS, [(k, *v) for k, v in counts.items()])
+                        if self.durable_files:
+                            for d in dirs:  # renames durable before the rows that name them
+                                fsync_dir(d)
+                except (sqlite3.Error, OSError) as exc:
+                    for p in written:  # files of rows that were rolled back
+                        _remove(p)
+                    self._restore_deltas(deltas)
+                    failed = exc
+                else:
+                    self._settled(frames, inserted)
+            if failed is not None:
+                self._fail(frames, events, encoded, failed)
                 return
-            flushing = False
-            self._flush_lock.release()
             self._succeeded(committed, len(events), images, encoded, file_error)
         finally:
-            if flushing:
-                self._flush_lock.release()
             held = sum(f.image_bytes for f in frames)
             if held:
                 with self._lock:
                     self._pending_bytes -= held
             for m in markers:
                 m.done.set()
+
+    def _settled(self, frames: list[_Frame], inserted: list[bool]) -> None:
+        """After COMMIT, still under the flush lock: these rows left the pending counts."""
+        with self._lock:
+            for frame, new in zip(frames, inserted, strict=True):
+                if frame.ours:
+                    self._pend_locked(frame.shift, frame.nok, -1)
+                    if not new:  # shown at submit, but the row was there already
+                        self._show(frame.shift, (-1, -frame.nok, 0, 0))
+                elif new:  # an earlier run's result: not in this run's totals yet
+                    self._show(frame.shift, (1, frame.nok, 0, 0))
+
+    def _replay_spool(self) -> int:
+        """Move closed spool files into the database, one transaction a file; returns rows.
+
+        A file that cannot be written now stays for the next try (its rows are durable there);
+        a file already noted in the database (a crash before its removal) is just removed.
+        """
+        if self._db is None:
+            return 0
+        total = 0
+        for path in self.spool.take():
+            try:
+                records, torn = self.spool.read(path)
+            except OSError as exc:
+                log.error("records spool %s unreadable: %s", path, exc)
+                continue
+            if torn:
+                log.warning("records spool %s: %d torn bytes at its end ignored", path, torn)
+            frames = [
+                _Frame(
+                    row=tuple(r[1:]),
+                    shift=shift_key(float(r[1]), self.cfg.shift_hours),
+                    ours=r[0] == self._run_id,
+                )
+                for r in records
+            ]
+            with self._flush_lock:
+                deltas = self._take_deltas()
+                counts = {k: list(v) for k, v in deltas.items()}
+                try:
+                    with self._db.transaction() as cur:
+                        seen = cur.execute(
+                            "SELECT 1 FROM spooled_files WHERE name = ?", (path.name,)
+                        ).fetchone()
+                        if seen:
+                            frames = []
+                        committed, inserted, _, _ = self._insert(
+                            cur, frames, [None] * len(frames), [], set(), counts
+                        )
+                        if counts:
+                            cur.executemany(UPSERT_COUNTS, [(k, *v) for k, v in counts.items()])
+                        cur.execute(
+                            "INSERT OR IGNORE INTO spooled_files (name, rows, time) "
+                            "VALUES (?, ?, ?)",
+                            (path.name, len(committed), time.time()),
+                        )
+                except (sqlite3.Error, OSError) as exc:
+                    self._restore_deltas(deltas)
+                    log.error("records spool %s not moved into the database yet: %s", path, exc)
+                    with self._lock:
+                        if self._alarm_reason is None:
+                            self._alarm_reason = f"records not written ({exc})"
+                    return total
+                self._settled(frames, inserted)
+            ours = sum(1 for f in frames if f.ours)
+            with self._lock:
+                self._recorded += sum(1 for f, new in zip(frames, inserted, strict=True) if new)
+                self._spool_waiting = max(0, self._spool_waiting - ours)
+            total += len(committed)
+            self.spool.remove(path)
+            if committed and self.on_commit is not None:
+                try:
+                    self.on_commit(committed)
+                except Exception:
+                    log.exception("on_commit listener failed")
+        return total
 
     def _archive(
         self,
@@ -581,15 +773,13 @@ class Recorder(Worker):
     ) -> None:
         reason = "disk full" if is_disk_full(exc) else f"records not written ({exc})"
         with self._lock:
+            first = self._alarm_reason is None
             for f in frames:
-                self._unrecorded += 1
-                self._delta(f.shift, 3, 1)
+                self._lost_locked(f.shift, f.nok, reason, ours=f.ours)
             self._events_unrecorded += len(events)
             lost_images = sum(1 for e in encoded if e is not None)
             self._images_unarchived += lost_images
-            first = self._alarm_reason is None
             self._alarm_reason = reason
-            self._alarm_results += len(frames)
             self._alarm_images += lost_images
         log_fn = log.error if first else log.debug
         log_fn("%s: %d results, %d events not recorded", reason, len(frames), len(events))

@@ -245,25 +245,81 @@ def test_queries_filter_by_time_verdict_and_limit(recorder: Recorder) -> None:
             db.set_override(999999, "OK", "qa")
 
 
-def test_submit_never_blocks_and_counts_a_full_queue(tmp_path: Path) -> None:
+def test_a_full_queue_spools_and_loses_nothing(tmp_path: Path) -> None:
     # The writer is not started yet, so the 5-slot queue fills up: a real full queue, no fault.
     rec = Recorder(tmp_path, RecordsConfig(), queue_size=5, retention_interval_s=0)
     t = time.perf_counter()
-    accepted = [rec.submit(make_result(i)) for i in range(8)]
+    accepted = [rec.submit(make_result(i, Verdict.NOK if i == 6 else Verdict.OK)) for i in range(8)]
     assert time.perf_counter() - t < 1.0
+    assert accepted == [True] * 8  # 5 queued, 3 in the spool: nothing dropped
+    assert rec.stats().spooled == 3 and rec.unrecorded == 0 and rec.alarm is None
+    assert not rec.submit_event(StationEvent("state", "lost"))  # events are not spooled
+    spool_files = list((tmp_path / "spool").glob("*.jsonl"))
+    assert len(spool_files) == 1 and len(spool_files[0].read_bytes().splitlines()) == 3
+    counts = rec.shift_counts("2026-11-21/06")  # the operator sees all 8 at once
+    assert (counts.inspected, counts.nok, counts.unrecorded) == (8, 1, 0)
+    rec.start()
+    assert rec.flush()
+    stats = rec.stats()
+    assert (stats.recorded, stats.unrecorded, stats.queued, stats.events_unrecorded) == (8, 0, 0, 1)
+    assert rec.shift_counts("2026-11-21/06") == counts  # the same before and after the writes
+    rec.stop()
+    assert rec.join(10)
+    assert not list((tmp_path / "spool").glob("*.jsonl"))  # moved in, then removed
+    with Database(db_path(tmp_path), create=False) as db:
+        rows = sorted(db.query_inspections(), key=lambda r: r.frame_id)
+        assert [r.frame_id for r in rows] == list(range(8))
+        assert rows[6].verdict == Verdict.NOK and rows[6].score == 3.0
+        stored = db.shift_counts("2026-11-21/06")
+        assert (stored.inspected, stored.nok, stored.unrecorded) == (8, 1, 0)
+
+
+def test_a_full_spool_is_counted_and_alarmed(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path, RecordsConfig(spool_mb=0), queue_size=5, retention_interval_s=0)
+    accepted = [rec.submit(make_result(i)) for i in range(8)]
     assert accepted == [True] * 5 + [False] * 3
-    assert not rec.submit_event(StationEvent("state", "lost"))
     assert rec.unrecorded == 3
-    assert rec.alarm == "records queue full (disk too slow): 3 results not recorded"
+    assert rec.alarm is not None and rec.alarm.startswith("records queue and spool full")
+    assert rec.alarm.endswith(": 3 results not recorded")
     rec.start()
     assert rec.flush()
     assert rec.alarm is None  # the writer caught up
-    stats = rec.stats()
-    assert (stats.recorded, stats.unrecorded, stats.events_unrecorded) == (5, 3, 1)
     counts = rec.shift_counts("2026-11-21/06")
     assert (counts.inspected, counts.unrecorded) == (8, 3)
     rec.stop()
     assert rec.join(10)
+    with Database(db_path(tmp_path), create=False) as db:
+        assert db.count_inspections() == 5
+        stored = db.shift_counts("2026-11-21/06")
+        assert (stored.inspected, stored.unrecorded) == (8, 3)  # the losses are counted too
+
+
+def test_a_spool_left_by_a_dead_run_is_moved_in_exactly_once(tmp_path: Path) -> None:
+    """A run dies with rows in the spool (nothing stops it: the recorder is simply dropped, as
+    a kill would); the next start moves them in. A crash between that COMMIT and the file's
+    removal is replayed by putting the file back: nothing is inserted twice. A torn last line
+    (a kill in the middle of an append) is ignored."""
+    dead = Recorder(tmp_path, RecordsConfig(), queue_size=2, retention_interval_s=0)
+    for i in range(6):
+        assert dead.submit(make_result(i, Verdict.NOK if i == 5 else Verdict.OK))
+    dead.spool.close()
+    (spool_file,) = (tmp_path / "spool").glob("*.jsonl")
+    with spool_file.open("ab") as fh:
+        fh.write(b'0badc0de [1, 2, "torn')  # no newline: cut by the kill
+    saved = spool_file.read_bytes()
+    del dead  # its 2 queued results were in memory only: lost with the process
+
+    second = Recorder(tmp_path, RecordsConfig(), retention_interval_s=0)
+    assert second.recover_spool() == 4
+    assert not spool_file.exists()
+    spool_file.write_bytes(saved)  # as if the removal had not happened before a crash
+    third = Recorder(tmp_path, RecordsConfig(), retention_interval_s=0)
+    assert third.recover_spool() == 0
+    assert not spool_file.exists()
+    with Database(db_path(tmp_path), create=False) as db:
+        assert sorted(r.frame_id for r in db.query_inspections()) == [2, 3, 4, 5]
+        stored = db.shift_counts("2026-11-21/06")
+        assert (stored.inspected, stored.nok) == (4, 1)  # the counters equal the rows
 
 
 def test_stop_writes_everything_queued(tmp_path: Path) -> None:
