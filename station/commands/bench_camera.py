@@ -65,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
         replay = dataclasses.replace(cfg.camera.replay, fps=float(args.fps))
         cfg = dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, replay=replay))
 
-    from station.camera.factory import open_camera
+    from station.app import StationApp
     from station.camera.genicam import GenICamCamera
 
-    cam = open_camera(cfg.camera, data_dir=data_dir(cfg, args.data_dir), device=args.device)
+    cam = StationApp(cfg, data_dir(cfg, args.data_dir)).camera(device=args.device)
     stamps: list[float] = []
     next_ms: list[float] = []  # time the consumer waited in next(), for sources without stats
     shape: tuple[int, ...] = ()

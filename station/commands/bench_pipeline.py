@@ -159,9 +159,9 @@ def run(args: argparse.Namespace) -> int:
 
 def bench(args: argparse.Namespace, work: Path, frames: int) -> dict[str, Any]:
     """The measurement itself (records and any fitted model go under `work`)."""
+    from station.app import StationApp
     from station.camera.replay import scan_folder
     from station.core.imageio import read_image
-    from station.inspect.pipeline import Line
     from station.model.patchcore import PatchCore, fit, training_images
 
     fit_s = None
@@ -209,21 +209,22 @@ def bench(args: argparse.Namespace, work: Path, frames: int) -> dict[str, Any]:
     images.clear()
 
     data_dir = args.data_dir or work / "data"
-    line = Line(cfg, data_dir, model=model, max_frames=frames)
+    app = StationApp(cfg, data_dir, model=model, max_frames=frames)
     col = _Collector()
-    sub = line.subscribe(col, queue_size=4096)
+    sub = app.subscribe(col, queue_size=4096)
     rss_start = _rss_mb()
     t_start = time.perf_counter()
-    line.start()
+    app.start()
     try:
-        line.wait()
+        app.wait()
     except KeyboardInterrupt:
         log.warning("interrupted: reporting what was measured")
     finally:
-        line.stop(30)
+        app.stop(30)
     wall_s = time.perf_counter() - t_start
-    status = line.status()
-    rec = line.recorder.stats()
+    status = app.status()
+    rec = app.recorder.stats()
+    app.close()
     model.close()
 
     n = len(col.finished)

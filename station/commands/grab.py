@@ -111,11 +111,11 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ConfigError("--n must be at least 1")
     cfg = camera_config(args)
-    from station.camera.factory import open_camera
+    from station.app import StationApp
     from station.camera.genicam import GenICamCamera
 
     # --device overrides the configured device only when given.
-    cam = open_camera(cfg.camera, data_dir=data_dir(cfg, args.data_dir), device=args.device)
+    cam = StationApp(cfg, data_dir(cfg, args.data_dir)).camera(device=args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     stamps: list[float] = []
     last = None

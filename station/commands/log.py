@@ -30,6 +30,7 @@ CSV_COLUMNS = (
     "override_verdict",
     "override_operator",
     "override_time",
+    "part_id",
 )
 
 
@@ -78,20 +79,23 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Query the records and print or export them."""
+    from station.app import StationApp
     from station.config import data_dir, load_config
-    from station.records.db import Database, db_path
 
-    folder = data_dir(load_config(args.config), args.data_dir)
-    path = db_path(folder)
+    cfg = load_config(args.config)
+    folder = data_dir(cfg, args.data_dir)
+    app = StationApp(cfg, folder)
+    path = app.db_file
     if not path.is_file():
         raise StationError(f"no records in {folder} ({path.name} not found)")
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
     if args.limit is not None and args.limit < 0:
         raise StationError("--limit must be 0 or more")
-    with Database(path, create=False) as db:
+    session = app.shell_session()
+    try:
         if args.events:
-            events = db.query_events(since, until, limit=args.limit)
+            events = app.events(session, since, until, limit=args.limit)
             header = ["id", "time", "kind", "state", "message"]
             table = [
                 [str(e.id), _iso(e.time), e.kind, e.state.value if e.state else "", e.message]
@@ -103,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
                 _print_table(header, table, sys.stdout)
                 print(f"{len(table)} events in {path}")
             return 0
-        rows = db.query_inspections(since, until, args.verdict, args.limit)
+        rows = app.inspections(session, since, until, args.verdict, args.limit)
+    finally:
+        app.close()
     if args.csv:
         records = [
             [
@@ -122,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
                 r.override_verdict.value if r.override_verdict else "",
                 r.override_operator or "",
                 _iso(r.override_time),
+                r.part_id or "",
             ]
             for r in rows
         ]

@@ -102,7 +102,7 @@ def _run_gui(cfg: Any, ddir: Path, args: argparse.Namespace) -> int:
 
 def run_headless(cfg: Any, ddir: Path, *, max_frames: int | None, interval: float) -> int:
     """Run the line without a window until SIGTERM / Ctrl-C or `max_frames`."""
-    from station.inspect.pipeline import Line
+    from station.app import StationApp
 
     stop = threading.Event()
     why: list[str] = []
@@ -111,25 +111,26 @@ def run_headless(cfg: Any, ddir: Path, *, max_frames: int | None, interval: floa
         why.append(signal.Signals(signum).name)
         stop.set()
 
+    app = StationApp(cfg, ddir, max_frames=max_frames)
+    app.start()  # DataDirInUse when another station runs here: exit 1
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    line = Line(cfg, ddir, max_frames=max_frames)
     log.info("data directory %s; product %s", ddir, cfg.model.product)
     try:
-        line.start()
         next_summary = time.monotonic() + interval
         while not stop.is_set():
             # Short waits: signal handlers run in the main thread between them.
-            if line.wait(min(0.5, max(0.0, next_summary - time.monotonic()))):
+            if app.wait(min(0.5, max(0.0, next_summary - time.monotonic()))):
                 break
             if time.monotonic() >= next_summary:
-                log.info("%s", summary_line(line.status()))
+                log.info("%s", summary_line(app.status()))
                 next_summary += interval
     finally:
         reason = f"{why[0]} received" if why else "stopped"
-        clean = line.stop(STOP_TIMEOUT_S, reason=reason)
+        clean = app.stop(STOP_TIMEOUT_S, reason=reason)
         for s, handler in previous.items():
             signal.signal(s, handler)
-    status = line.status()
+    status = app.status()
+    app.close()
     log.info("%s", summary_line(status))
     if not clean:
         log.error("the line did not stop within %.0f s", STOP_TIMEOUT_S)

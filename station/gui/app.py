@@ -62,7 +62,7 @@ def display_problem() -> str | None:
 def run_gui(
     cfg: StationConfig, data_dir: Path, *, kiosk: bool = False, max_frames: int | None = None
 ) -> int:
-    """Open the operator screen on the configured line; returns the exit code (0 = clean stop).
+    """Start the station and open its window; returns the exit code (0 = clean stop).
 
     `kiosk` shows it full screen. With `max_frames` the line stops by itself and the window
     closes after it (demos, smoke tests). SIGTERM / Ctrl-C stop the line without asking.
@@ -71,12 +71,13 @@ def run_gui(
     if problem is not None:
         print(f"station run: {problem}", file=sys.stderr)
         return 2
+    from station.app import StationApp
     from station.gui.main_window import MainWindow
-    from station.inspect.pipeline import Line
 
+    station = StationApp(cfg, data_dir, max_frames=max_frames)
+    station.start()  # DataDirInUse (another station on this directory): no window at all
     app = application()
-    line = Line(cfg, data_dir, max_frames=max_frames)
-    window = MainWindow(line, cfg, kiosk=kiosk, close_when_stopped=max_frames is not None)
+    window = MainWindow(station, cfg, kiosk=kiosk, close_when_stopped=max_frames is not None)
     previous_hook = sys.excepthook
 
     def _hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
@@ -100,7 +101,6 @@ def run_gui(
     pulse.timeout.connect(lambda: None)
     pulse.start(200)
     try:
-        line.start()
         if kiosk:
             window.showFullScreen()
         else:
@@ -112,8 +112,9 @@ def run_gui(
         sys.excepthook = previous_hook
         for s, handler in previous.items():
             signal.signal(s, handler)
-        clean = line.stop(STOP_TIMEOUT_S, reason="window closed")
-    status = line.status()
+        clean = station.stop(STOP_TIMEOUT_S, reason="window closed")
+    status = station.status()
+    station.close()
     if status.state == StationState.FAILED:
         log.error("the line failed: %s", status.reason)
         return 1

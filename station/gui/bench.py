@@ -91,9 +91,9 @@ def run_headless(
     cfg: StationConfig, data_dir: Path, seconds: float, warmup: float
 ) -> dict[str, Any]:
     """The line alone: warm up, then count parts for `seconds`."""
-    from station.inspect.pipeline import Line
+    from station.app import StationApp
 
-    line = Line(cfg, data_dir)
+    line = StationApp(cfg, data_dir)
     try:
         line.start()
         _wait_running(line)
@@ -101,6 +101,7 @@ def run_headless(
         return _measure(line, seconds)
     finally:
         line.stop(30.0, reason="bench finished")
+        line.close()
 
 
 def run_with_gui(
@@ -114,12 +115,12 @@ def run_with_gui(
     """The same line with the operator window open, driven by a real Qt event loop."""
     from PySide6.QtCore import QEventLoop, Qt, QTimer
 
+    from station.app import StationApp
     from station.gui.app import application
     from station.gui.main_window import MainWindow
-    from station.inspect.pipeline import Line
 
     app = application()
-    line = Line(cfg, data_dir)
+    line = StationApp(cfg, data_dir)
     window = MainWindow(line, cfg)
 
     def pump(ms: int) -> None:
@@ -148,13 +149,14 @@ def run_with_gui(
             "update_ms": list(window.update_ms),
             "update_cpu_ms": list(window.update_cpu_ms),
             "idle_tick_ms": list(window.idle_tick_ms),
-            "pictures_shown": window.shown_count,
+            "pictures_shown": window.operator.shown_count,
         }
     finally:
         window._can_close = True  # the bench closes without the operator's confirmation
         line.stop(30.0, reason="bench finished")
         window.close()
         app.processEvents()
+        line.close()
 
 
 def _total(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The one place where the line's plain callbacks meet Qt.
 
-`Line.subscribe` callbacks run on the line's fan-out thread. They only append to bounded deques
-(thread-safe in CPython, no Qt call, no lock held against the line); the display timer calls
+`StationApp.subscribe` callbacks run on the line's fan-out thread. They only append to bounded
+deques (thread-safe in CPython, no Qt call, no lock held against the line); the display timer calls
 `poll()` on the GUI thread, which drains the deques and emits Qt signals. A slow or frozen GUI
 therefore never holds up the fan-out thread, and a burst of parts costs the GUI only the newest
 ones (the deques drop the oldest).
@@ -17,38 +17,15 @@ from typing import Any, Protocol
 
 from PySide6.QtCore import QObject, Signal
 
-from station.core.result import InspectionResult, LineStatus, StationEvent, Verdict
+from station.core.result import InspectionResult, StationEvent, Verdict
 
 log = logging.getLogger(__name__)
 
 Unsubscribe = Callable[[], None]
 
 
-class LineLike(Protocol):
-    """What the GUI uses of `station.inspect.pipeline.Line`."""
-
-    recorder: Any
-
-    def start(self) -> None:
-        """Start camera, inspection and recording threads."""
-
-    def stop(self, timeout: float = 10.0, *, reason: str = "stopped") -> bool:
-        """Stop after the current frame; wait up to `timeout` seconds; True when all ended."""
-        ...
-
-    def pause(self) -> None:
-        """Stop taking frames, keep everything open."""
-
-    def resume(self) -> None:
-        """Take frames again after `pause()`."""
-
-    def status(self) -> LineStatus:
-        """A frozen snapshot, cheap and thread-safe."""
-        ...
-
-    def latest(self) -> InspectionResult | None:
-        """The newest result, or None before the first part."""
-        ...
+class Subscribable(Protocol):
+    """What the bridge uses of the app: result and event subscriptions."""
 
     def subscribe(self, callback: Callable[[InspectionResult], None]) -> Unsubscribe:
         """Call `callback` with every result on the fan-out thread."""
@@ -81,7 +58,7 @@ class LineBridge(QObject):
 
     def __init__(
         self,
-        line: LineLike,
+        line: Subscribable,
         parent: QObject | None = None,
         *,
         max_scores: int = 1000,

@@ -1,10 +1,10 @@
-"""The operator's main screen: verdict banner, live image, counters, trend, drift, NOK strip.
+"""The shell: a navigation rail (Operator, Setup, History, Settings, and who is logged in) beside
+a stack of pages; the operator's page is home.
 
-One display timer (`cfg.gui.display_hz`) drives everything: it takes `line.latest()` and
-`line.status()` (both cheap snapshots), drains the bridge, and redraws only what changed. Results
-that arrive between two ticks are never queued for drawing: the screen always jumps to the newest
-part, so a slow repaint costs skipped pictures, never a growing backlog or a slower line.
-Inference and disk work never run here; closing stops the line from a helper thread.
+One display timer (`cfg.gui.display_hz`) drives the operator page. The shell holds the session:
+every action a page takes goes to the app with it (`act()`); a refusal is shown and offers the PIN
+keypad. After `access.idle_logout_s` without a touch the shell logs the user out and returns home.
+Sheets (drift, NOK detail, login, close confirmation) cover the whole window, never a dialog.
 """
 
 from __future__ import annotations
@@ -13,57 +13,57 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QEvent, Qt, QTimer
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
+    QApplication,
+    QButtonGroup,
+    QFrame,
     QHBoxLayout,
-    QLabel,
     QMainWindow,
     QPushButton,
     QSizePolicy,
-    QSlider,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from station.app.access import LoginRefused, Session
+from station.app.roles import Action, PermissionDenied
 from station.config import StationConfig
-from station.core.result import InspectionResult, LineStatus, StationEvent, StationState
-from station.gui.bridge import LineBridge, LineLike, ScorePoint
-from station.gui.counters import CountersPanel
-from station.gui.drift_panel import DriftLight, DriftPanel
-from station.gui.image_view import ImageView
-from station.gui.nok_strip import NokDetail, NokStrip
+from station.core.errors import StationError
+from station.core.result import StationEvent, StationState
+from station.gui.login import LoginPanel
+from station.gui.operator_page import OperatorPage
+from station.gui.pages import HistoryPage, Page, SettingsPage, SetupPage
 from station.gui.sheets import ConfirmClose, NoticeBar, Sheet
-from station.gui.status_bar import StatusBar
 from station.gui.theme import Theme, load_theme, other
-from station.gui.verdict_banner import BannerState, VerdictBanner, banner_state
+
+if TYPE_CHECKING:
+    from station.app import StationApp
 
 log = logging.getLogger(__name__)
 
-OPACITY_STEP = 0.15
 STOP_TIMEOUT_S = 15.0
-SECONDARY_MAX_WAIT_S = 0.5
-# When the line is not inspecting, the picture shown is an old part: say so on it.
-STALE_PICTURE = {
-    StationState.PAUSED: "Paused: this is the last part inspected",
-    StationState.CAMERA_LOST: "Camera lost: this is the last part before the loss",
-    StationState.STOPPING: "Stopping: this is the last part inspected",
-    StationState.STOPPED: "Stopped: this is the last part inspected",
-    StationState.FAILED: "Stopped on an error: this is the last part inspected",
-}
-# Events the operator must see now; "state", "model" and "threshold" changes show in the banner
-# and status bar already, and are in the events table for the technician.
-NOTICE_KINDS = ("error", "camera", "storage", "drift")
+NAV_WIDTH = 120
+NAV_BUTTON_PX = 96  # at least 80 px for a gloved finger at 1280x800
+_INPUT_EVENTS = (
+    QEvent.Type.MouseButtonPress,
+    QEvent.Type.TouchBegin,
+    QEvent.Type.KeyPress,
+    QEvent.Type.Wheel,
+)
 
 
 class MainWindow(QMainWindow):
-    """The operator screen around one running `Line`."""
+    """The station's window around one `StationApp`."""
 
     def __init__(
         self,
-        line: LineLike,
+        app: StationApp,
         cfg: StationConfig,
         *,
         theme: str | None = None,
@@ -71,17 +71,15 @@ class MainWindow(QMainWindow):
         close_when_stopped: bool = False,
     ) -> None:
         super().__init__()
-        self.line = line
+        self.app = app
         self.cfg = cfg
         self.kiosk = kiosk
         # With --max-frames the line ends by itself; a demo or smoke run then closes the window.
         self.close_when_stopped = close_when_stopped
         self.theme: Theme = load_theme(theme or cfg.gui.theme)
         self.setWindowTitle("Inspection station")
-        self.bridge = LineBridge(line, self)
-        self.status: LineStatus | None = None
-        self.shown: InspectionResult | None = None
-        self.shown_count = 0  # results drawn, for the bench: the rest were skipped
+        self.session: Session = app.default_session()
+        self.stopping = False
         # GUI-thread milliseconds per display update (tick work + the repaint it caused).
         self.update_ms: deque[float] = deque(maxlen=200_000)
         # The same in CPU time of the GUI thread: on a loaded machine wall time also counts the
@@ -89,229 +87,260 @@ class MainWindow(QMainWindow):
         self.update_cpu_ms: deque[float] = deque(maxlen=200_000)
         self.idle_tick_ms: deque[float] = deque(maxlen=200_000)
         self._open_update: tuple[float, float] | None = None
-        self._last_clock = 0
-        self._last_secondary = 0.0
         self._can_close = False
         self._stopper: threading.Thread | None = None
+        self._last_input = time.monotonic()
+        self._after_login: Callable[[], object] | None = None
         self._build()
         self.apply_theme(self.theme.name)
-        self.bridge.scores_arrived.connect(self._on_scores)
-        self.bridge.nok_arrived.connect(self.nok_strip.add)
-        self.bridge.event_arrived.connect(self._on_event)
         self.timer = QTimer(self)
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.setInterval(max(10, round(1000.0 / max(1.0, cfg.gui.display_hz))))
         self.timer.timeout.connect(self.tick)
         self.timer.start()
+        self.idle_timer = QTimer(self)
+        self.idle_timer.setInterval(1000)
+        self.idle_timer.timeout.connect(self.check_idle)
+        self.idle_timer.start()
+        qapp = QApplication.instance()
+        if qapp is not None:
+            qapp.installEventFilter(self)
+        self._show_session()
 
     # -- construction -----------------------------------------------------------------------------
     def _build(self) -> None:
         root = QWidget(self)
         root.setObjectName("Root")
         self.setCentralWidget(root)
-        outer = QVBoxLayout(root)
-        outer.setContentsMargins(8, 8, 8, 0)
+        outer = QHBoxLayout(root)
+        outer.setContentsMargins(0, 0, 8, 0)
         outer.setSpacing(8)
 
-        self.banner = VerdictBanner(self.theme, root)
-        outer.addWidget(self.banner)
-        self.notice = NoticeBar(root)
-        outer.addWidget(self.notice)
+        self.nav = QFrame(root)
+        self.nav.setObjectName("Nav")
+        self.nav.setFixedWidth(NAV_WIDTH)
+        nav = QVBoxLayout(self.nav)
+        nav.setContentsMargins(8, 8, 8, 8)
+        nav.setSpacing(8)
+        outer.addWidget(self.nav)
 
-        middle = QHBoxLayout()
-        middle.setSpacing(8)
-        outer.addLayout(middle, 1)
+        content = QVBoxLayout()
+        content.setContentsMargins(0, 8, 0, 0)
+        content.setSpacing(8)
+        outer.addLayout(content, 1)
+        self.notice_bar = NoticeBar(root)
+        content.addWidget(self.notice_bar)
+        self.stack = QStackedWidget(root)
+        content.addWidget(self.stack, 1)
 
-        # Left: the image and its overlay controls.
-        image_col = QVBoxLayout()
-        image_col.setSpacing(6)
-        self.image = ImageView(self.theme, root, opacity=self.cfg.gui.overlay_opacity)
-        image_col.addWidget(self.image, 1)
-        controls = QHBoxLayout()
-        controls.setSpacing(8)
-        self.overlay_button = QPushButton("Overlay ON", root)
-        self.overlay_button.setCheckable(True)
-        self.overlay_button.setChecked(True)
-        self.overlay_button.toggled.connect(self.set_overlay_enabled)
-        self.overlay_button.setMinimumWidth(190)
-        controls.addWidget(self.overlay_button)
-        self.less_button = QPushButton("\u2212", root)  # minus sign: wider than a hyphen
-        self.less_button.clicked.connect(lambda: self.step_opacity(-OPACITY_STEP))
-        controls.addWidget(self.less_button)
-        self.opacity_slider = QSlider(Qt.Orientation.Horizontal, root)
-        self.opacity_slider.setRange(0, 100)
-        self.opacity_slider.setPageStep(15)
-        self.opacity_slider.setValue(round(100 * self.cfg.gui.overlay_opacity))
-        self.opacity_slider.valueChanged.connect(lambda v: self.set_opacity(v / 100.0))
-        controls.addWidget(self.opacity_slider, 1)
-        self.more_button = QPushButton("+", root)
-        self.more_button.clicked.connect(lambda: self.step_opacity(OPACITY_STEP))
-        controls.addWidget(self.more_button)
-        self.opacity_label = QLabel("", root)
-        self.opacity_label.setObjectName("Stat")
-        self.opacity_label.setMinimumWidth(90)
-        controls.addWidget(self.opacity_label)
-        image_col.addLayout(controls)
-        middle.addLayout(image_col, 1)
+        self.operator = OperatorPage(self.app, self.cfg, self)
+        self.pages: dict[str, QWidget] = {"operator": self.operator}
+        self.stack.addWidget(self.operator)
+        for key, page in (
+            ("setup", SetupPage(self.app)),
+            ("history", HistoryPage(self.app)),
+            ("settings", SettingsPage(self.app)),
+        ):
+            self.pages[key] = page
+            self.stack.addWidget(page)
 
-        # Right: counters, trend, actions.
-        right = QVBoxLayout()
-        right.setSpacing(8)
-        self.counters = CountersPanel(root)
-        right.addWidget(self.counters)
-        from station.gui.trend import TrendPlot  # pyqtgraph is imported with the first plot
+        self.nav_group = QButtonGroup(self)
+        self.nav_group.setExclusive(True)
+        self.nav_buttons: dict[str, QPushButton] = {}
+        for key, text in (
+            ("operator", "\u2302\nOperator"),
+            ("setup", "\u2692\nSetup"),
+            ("history", "\u2630\nHistory"),
+            ("settings", "\u2699\nSettings"),
+        ):
+            b = self._nav_button(text)
+            b.setCheckable(True)
+            b.clicked.connect(lambda _=False, k=key: self.go(k))
+            self.nav_group.addButton(b)
+            nav.addWidget(b)
+            self.nav_buttons[key] = b
+        self.nav_buttons["operator"].setChecked(True)
+        nav.addStretch(1)
+        self.user_button = self._nav_button("")
+        self.user_button.setObjectName("UserButton")
+        self.user_button.clicked.connect(self._user_clicked)
+        nav.addWidget(self.user_button)
 
-        self.trend = TrendPlot(self.theme, root)
-        right.addWidget(self.trend, 1)
-        actions = QHBoxLayout()
-        actions.setSpacing(8)
-        self.drift_light = DriftLight(self.theme, root)
-        self.drift_light.clicked.connect(self.open_drift)
-        actions.addWidget(self.drift_light)
-        self.pause_button = QPushButton("Pause", root)
-        self.pause_button.clicked.connect(self.toggle_pause)
-        actions.addWidget(self.pause_button, 1)
-        self.theme_button = QPushButton("", root)
-        self.theme_button.clicked.connect(lambda: self.apply_theme(other(self.theme.name)))
-        actions.addWidget(self.theme_button, 1)
-        # Not red: a red block on the screen must only ever mean a NOK part.
-        self.exit_button = QPushButton("Exit", root)
-        self.exit_button.clicked.connect(self.request_close)
-        actions.addWidget(self.exit_button, 1)
-        for b in (self.pause_button, self.theme_button, self.exit_button):
-            b.setMinimumHeight(72)
-            b.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        right.addLayout(actions)
-        middle.addLayout(right, 1)
-
-        self.nok_strip = NokStrip(self.theme, root)
-        self.nok_strip.opened.connect(self.open_nok)
-        outer.addWidget(self.nok_strip)
-
-        self.status_bar = StatusBar(root)
-        self.status_bar.setFixedHeight(48)
-        outer.addWidget(self.status_bar)
-
-        self.drift_panel = DriftPanel(
-            self.theme, window=self.cfg.drift.window, min_samples=self.cfg.drift.min_samples
-        )
-        self.drift_sheet = Sheet("Score drift", self.drift_panel, root)
-        self.nok_detail = NokDetail(self.theme)
-        self.nok_sheet = Sheet("NOK part", self.nok_detail, root, margin=0.02)
+        self.login_panel = LoginPanel(self._attempt_login)
+        self.login_panel.logged_in.connect(self._logged_in)
+        self.login_sheet = Sheet("Log in", self.login_panel, root, margin=0.03)
+        self.login_sheet.closed.connect(self._login_closed)
         self.confirm = ConfirmClose()
         self.confirm_sheet = Sheet("Stop inspection and close?", self.confirm, root, fill=False)
         self.confirm.keep_button.clicked.connect(self.confirm_sheet.dismiss)
         self.confirm.stop_button.clicked.connect(lambda: self.confirm_close())
         self.confirm_sheet.close_button.hide()  # two explicit choices, no third way out
-        self._show_opacity()
 
-    # -- theme and layout ---------------------------------------------------------------------
+    def _nav_button(self, text: str) -> QPushButton:
+        b = QPushButton(text, self.nav)
+        b.setStyleSheet(
+            f"min-height: {NAV_BUTTON_PX}px; max-height: {NAV_BUTTON_PX}px; font-size: 14pt;"
+            "padding: 2px;"
+        )
+        b.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        return b
+
+    def overlay_parent(self) -> QWidget:
+        """Sheets cover the whole window."""
+        w = self.centralWidget()
+        assert w is not None
+        return w
+
+    # -- theme --------------------------------------------------------------------------------
     def apply_theme(self, name: str) -> None:
         """Switch to the 'dark' or 'light' theme."""
         self.theme = load_theme(name)
         self.setStyleSheet(self.theme.qss)
-        for w in (
-            self.banner,
-            self.image,
-            self.trend,
-            self.drift_light,
-            self.drift_panel,
-            self.nok_strip,
-            self.nok_detail,
-        ):
-            w.set_theme(self.theme)
-        self.theme_button.setText("Light" if name == "dark" else "Dark")
-        self.trend.redraw(force=True)
+        self.operator.set_theme(self.theme)
 
-    def resizeEvent(self, event: Any) -> None:
-        super().resizeEvent(event)
-        # The banner takes a sixth of the height: ~130 px at 800, ~180 px at 1080.
-        h = self.height()
-        self.banner.set_preferred_height(max(110, int(h * 0.165)))
-        self.nok_strip.set_preferred_height(min(140, max(116, int(h * 0.14))))
+    def toggle_theme(self) -> None:
+        """Dark <-> light."""
+        self.apply_theme(other(self.theme.name))
 
-    # -- controls -------------------------------------------------------------------------------
-    def set_overlay_enabled(self, on: bool) -> None:
-        """Heat map and outline on or off."""
-        if self.overlay_button.isChecked() != on:
-            self.overlay_button.setChecked(on)  # re-enters through toggled
-            return
-        self.overlay_button.setText("Overlay ON" if on else "Overlay OFF")
-        self.image.set_overlay_enabled(on)
-        for w in (self.less_button, self.more_button, self.opacity_slider):
-            w.setEnabled(on)
-
-    def set_opacity(self, opacity: float) -> None:
-        """Heat map opacity 0 .. 1."""
-        opacity = min(1.0, max(0.0, opacity))
-        if self.opacity_slider.value() != round(opacity * 100):
-            self.opacity_slider.setValue(round(opacity * 100))  # re-enters through valueChanged
-            return
-        self.image.set_opacity(opacity)
-        self._show_opacity()
-
-    def step_opacity(self, delta: float) -> None:
-        """Change the opacity by `delta` (the - and + buttons)."""
-        self.set_opacity(self.image.opacity + delta)
-
-    def _show_opacity(self) -> None:
-        self.opacity_label.setText(f"{round(self.image.opacity * 100)} %")
-
-    def toggle_pause(self) -> None:
-        """Pause a running line, resume a paused one."""
-        st = self.status.state if self.status else None
-        try:
-            if st == StationState.PAUSED:
-                self.line.resume()
+    # -- sessions and pages ---------------------------------------------------------------------
+    def go(self, key: str) -> None:
+        """Show a page; a page the session may not open asks for a login first."""
+        page = self.pages[key]
+        action = page.action if isinstance(page, Page) else None
+        if isinstance(page, Page) and action is not None and not self.app.may(self.session, action):
+            if self.session.anonymous or self.session.role is None:
+                self.ask_login(f"{page.title} needs a login.", then=lambda: self.go(key))
             else:
-                self.line.pause()
-        except Exception as exc:  # shown to the operator, not as a traceback
-            self.report_error(f"Pause/resume failed: {exc}")
+                self._refused(action, key)
+            self._check_nav()
+            return
+        if isinstance(page, Page):
+            page.refresh(self.session)
+        self.stack.setCurrentWidget(page)
+        self._check_nav()
 
-    def open_drift(self) -> None:
-        """Open the drift panel with the latest statistics."""
-        self.drift_panel.show_status(self.status.drift if self.status else None)
-        self.drift_sheet.open()
+    def _refused(self, action: Action, key: str) -> None:
+        try:
+            self.app.authorize(self.session, action, key)  # records the refusal
+        except PermissionDenied as exc:
+            self.notice(str(exc))
 
-    def open_nok(self, result: InspectionResult) -> None:
-        """Open one NOK part large."""
-        self.nok_detail.show_result(result, self.image.opacity)
-        self.nok_sheet.heading.setText(f"NOK part {result.frame_id}: score {result.score:.2f}")
-        self.nok_sheet.open()
+    def _check_nav(self) -> None:
+        current = self.stack.currentWidget()
+        for key, b in self.nav_buttons.items():
+            b.setChecked(self.pages[key] is current)
 
-    # -- errors -----------------------------------------------------------------------------------
+    def act(self, what: str, action: Callable[[Session], Any]) -> bool:
+        """Run `action(session)` as the current user; a refusal is explained and, for nobody or
+        the anonymous operator, the keypad opens (and the action runs after the login)."""
+        try:
+            action(self.session)
+            return True
+        except PermissionDenied as exc:
+            if self.session.anonymous or self.session.role is None:
+                self.ask_login(f"{what}: {exc}", then=lambda: self.act(what, action))
+            else:
+                self.notice(f"{what} refused: {exc}")
+        except StationError as exc:
+            self.report_error(f"{what} failed: {exc}")
+        return False
+
+    def ask_login(self, why: str = "", then: Callable[[], object] | None = None) -> None:
+        """Open the PIN keypad; `then` runs after a successful login."""
+        self._after_login = then
+        self.login_panel.set_names(self.app.login_names(), hint=why)
+        self.login_sheet.open()
+
+    def _attempt_login(self, name: str, pin: str) -> str | None:
+        try:
+            session = self.app.login(name, pin)
+        except LoginRefused as exc:
+            return str(exc)
+        except StationError as exc:
+            return f"Login failed: {exc}"
+        self._replace_session(session, reason="")
+        return None
+
+    def _logged_in(self) -> None:
+        then, self._after_login = self._after_login, None
+        self.login_sheet.dismiss()
+        if then is not None:
+            then()
+
+    def _login_closed(self) -> None:
+        self._after_login = None
+
+    def _user_clicked(self) -> None:
+        if self.session.anonymous or self.session.role is None:
+            self.ask_login()
+        else:
+            self.logout("logged out")
+
+    def logout(self, reason: str) -> None:
+        """Back to the default session (the operator) and the home page."""
+        self._replace_session(self.app.default_session(), reason=reason)
+        self.go("operator")
+
+    def _replace_session(self, session: Session, *, reason: str) -> None:
+        old, self.session = self.session, session
+        if old.token != session.token:
+            self.app.logout(old, reason=reason)
+        self._show_session()
+
+    def _show_session(self) -> None:
+        s = self.session
+        if s.anonymous or s.role is None:
+            self.user_button.setText(f"{'Operator' if s.role else 'Nobody'}\nLog in")
+        else:
+            self.user_button.setText(f"{s.user}\n{s.role.value}\nLog out")
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() in _INPUT_EVENTS:
+            self._last_input = time.monotonic()
+        return False
+
+    def check_idle(self, now: float | None = None) -> None:
+        """After the idle time: log out to the operator and go home (no effect when there)."""
+        idle = (time.monotonic() if now is None else now) - self._last_input
+        if idle < self.cfg.access.idle_logout_s:
+            return
+        if not self.session.anonymous:
+            self.logout(f"idle {idle:.0f} s")
+        elif self.stack.currentWidget() is not self.operator:
+            self.go("operator")
+        if self.login_sheet.isVisible():
+            self.login_sheet.dismiss()
+
+    # -- messages --------------------------------------------------------------------------------
+    def notice(self, message: str) -> None:
+        """Show a message on the notice bar (not recorded)."""
+        self.notice_bar.post(message)
+
     def report_error(self, message: str, *, record: bool = True) -> None:
-        """Tell the operator in the notice bar, log it, and record it as an 'error' event."""
+        """Tell the person in the notice bar, log it, and record it as an 'error' event."""
         log.error("%s", message)
-        self.notice.post(message)
+        self.notice_bar.post(message)
         if not record:
             return
-        recorder = getattr(self.line, "recorder", None)
         try:
-            if recorder is not None:
-                recorder.submit_event(StationEvent("error", f"GUI: {message}"))
+            self.app.record_event(StationEvent("error", f"GUI: {message}"))
         except Exception:
             log.exception("could not record the GUI error")
 
-    def _on_event(self, event: StationEvent) -> None:
-        if event.kind in NOTICE_KINDS:
-            self.notice.post(event.message)
-
-    def _on_scores(self, points: list[ScorePoint]) -> None:
-        self.trend.add_points(points)
-
     # -- the display timer ----------------------------------------------------------------------
     def tick(self) -> None:
-        """One display update: newest result and status; redraw only what changed."""
+        """One display update of the operator page (when it is shown)."""
         t0, c0 = time.perf_counter(), time.thread_time()
         changed = False
         try:
-            changed = self._update()
+            if self.stack.currentWidget() is self.operator:
+                changed = self.operator.update_display()
+            self._watch_state()
         except Exception as exc:
             # A drawing bug must not kill the screen or spam: one notice per distinct message.
             log.exception("display update failed")
             msg = f"Display error: {exc}"
-            if not self.notice.messages or self.notice.messages[-1][1] != msg:
+            if not self.notice_bar.messages or self.notice_bar.messages[-1][1] != msg:
                 self.report_error(msg)
         ms = (time.perf_counter() - t0) * 1e3
         cpu = (time.thread_time() - c0) * 1e3
@@ -323,67 +352,17 @@ class MainWindow(QMainWindow):
         else:
             self.idle_tick_ms.append(ms)
 
-    def _update(self) -> bool:
-        status = self.line.status()
-        result = self.line.latest()
-        changed = False
-        new_picture = result is not None and result is not self.shown
-        # The essentials first: the picture and the verdict.
-        if new_picture:
-            self.shown = result
-            self.shown_count += 1
-            self.image.set_result(result)
-            changed = True
-        if status != self.status:
-            changed |= self._show_status(status)
-        if self._stopper is not None:
-            state = BannerState("amber", "STOPPING", "Finishing the current part ...")
-        else:
-            state = banner_state(self.status, self.shown)
-        changed |= self.banner.show_state(state)
-        # Secondary work (trend redraw, a new NOK thumbnail) goes to updates without a new
-        # picture, so no single update pays for everything; when pictures arrive on every tick
-        # it still runs every SECONDARY_MAX_WAIT_S.
-        now = time.monotonic()
-        if not new_picture or now - self._last_secondary >= SECONDARY_MAX_WAIT_S:
-            self._last_secondary = now
-            changed |= self.bridge.poll(max_nok=1)
-            changed |= self.trend.redraw(now)
-        else:
-            changed |= self.bridge.poll(max_nok=0)
-        second = int(time.time())
-        if second != self._last_clock:
-            self._last_clock = second
-            changed |= self.status_bar.tick_clock(second)
-        return changed
-
-    def _show_status(self, status: LineStatus) -> bool:
-        """Show a new snapshot; True when something on screen changed."""
-        old, self.status = self.status, status
-        changed = self.counters.set_counters(status.counters)
-        changed |= self.status_bar.set_status(status)
-        drift = status.drift
-        # No level before the monitor has min_samples good parts: it grades nothing yet.
-        ready = drift is not None and len(drift.recent) >= self.cfg.drift.min_samples
-        changed |= self.drift_light.set_level(drift.level if drift is not None and ready else None)
-        self.trend.set_threshold(status.threshold)
-        if old is None or old.state != status.state:
-            paused = status.state == StationState.PAUSED
-            self.pause_button.setText("Resume" if paused else "Pause")
-            self.image.set_stale(STALE_PICTURE.get(status.state))
-            changed = True
-        if self.drift_sheet.isVisible() and (old is None or old.drift != status.drift):
-            self.drift_panel.show_status(status.drift)
-            changed = True
+    def _watch_state(self) -> None:
+        status = self.operator.status
         if (
             self.close_when_stopped
+            and status is not None
             and status.state in (StationState.STOPPED, StationState.FAILED)
             and self._stopper is None
             and not self._can_close
         ):
             self._can_close = True
             QTimer.singleShot(1500, self.close)
-        return changed
 
     def event(self, event: QEvent) -> bool:
         # Every repaint of the window's widgets happens inside the top-level UpdateRequest:
@@ -405,7 +384,7 @@ class MainWindow(QMainWindow):
         self.update_cpu_ms.clear()
         self.idle_tick_ms.clear()
         self._open_update = None
-        self.shown_count = 0
+        self.operator.reset_stats()
 
     # -- closing --------------------------------------------------------------------------------
     def request_close(self) -> None:
@@ -414,19 +393,32 @@ class MainWindow(QMainWindow):
             self.confirm_sheet.open()
 
     def confirm_close(self, reason: str = "closed by the operator") -> None:
-        """Stop the line (in a helper thread, the screen keeps drawing) and close when done."""
+        """Stop the line (in a helper thread, the screen keeps drawing) and close when done.
+
+        From the Close button it is the session's action (checked and audited by the app); a
+        signal (SIGTERM) stops without a person.
+        """
         self.confirm_sheet.dismiss()
         if self._stopper is not None:
             return
+        by_person = reason == "closed by the operator"
+        if by_person:
+            try:
+                self.app.authorize(self.session, Action.STOP)
+            except PermissionDenied as exc:
+                self.ask_login(f"Close: {exc}", then=lambda: self.confirm_close(reason))
+                return
+        session = self.session if by_person else None
+        self.stopping = True
         self._stopper = threading.Thread(
-            target=self._stop_line, args=(reason,), name="gui-stop", daemon=True
+            target=self._stop_line, args=(reason, session), name="gui-stop", daemon=True
         )
         self._stopper.start()
         self._wait_stopped()
 
-    def _stop_line(self, reason: str) -> None:
+    def _stop_line(self, reason: str, session: Session | None) -> None:
         try:
-            self.line.stop(STOP_TIMEOUT_S, reason=reason)
+            self.app.stop(STOP_TIMEOUT_S, reason=reason, session=session)
         except Exception:
             log.exception("stopping the line failed")
 
@@ -443,5 +435,9 @@ class MainWindow(QMainWindow):
             self.request_close()
             return
         self.timer.stop()
-        self.bridge.close()
+        self.idle_timer.stop()
+        qapp = QApplication.instance()
+        if qapp is not None:
+            qapp.removeEventFilter(self)
+        self.operator.close_bridge()
         event.accept()

@@ -3,14 +3,16 @@
     AcquisitionWorker  owns the camera; puts frames into a bounded drop-oldest FrameQueue
                        (drops counted); on CameraError: state camera lost, reconnect with
                        exponential backoff (0.5 s .. 10 s), then running again, each an event
-    InspectorWorker    loads the model (or builds the demo model on first start), takes frames,
-                       runs the engine and the decision, builds InspectionResult, hands it to the
-                       recorder (never blocks) and to the fan-out
+    InspectorWorker    loads the model from its source (given by the app), takes frames, runs
+                       the engine and the decision, builds InspectionResult, hands it to every
+                       sink (the recorder: never lost, never blocks) and to the fan-out
     FanOut             one thread per subscriber with its own bounded drop-oldest queue: a slow
                        display or output only loses its own items (counted), never slows the
                        inspector; the drift monitor is one such subscriber
 
-Every thread is a `Worker` (setup -> step -> teardown, stop checked between frames). The line's
+The line is given its camera (or a factory for it), its model source and its sinks; it builds
+none of them and fits nothing. Every thread is a `Worker` (setup -> step -> teardown, stop
+checked between frames). The line's
 state is derived from a few flags (failed, stopping, model missing, starting, paused, camera
 lost) in that priority order, and every change of it is a "state" event with its reason, recorded
 like any other event. `Line.status()` is a frozen snapshot, cheap enough for a GUI timer.
@@ -22,15 +24,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 
 from station.camera.base import Camera, CameraInfo
 from station.config import StationConfig
-from station.core.errors import CameraError, ModelError, StationError, StorageError
+from station.core.errors import CameraError, ModelError, StationError
 from station.core.result import (
     Frame,
     InspectionResult,
@@ -39,12 +40,12 @@ from station.core.result import (
     StationState,
     Verdict,
 )
+from station.core.sinks import LineSink
 from station.core.worker import Worker
 from station.inspect.decision import verdict
 from station.inspect.drift import DriftMonitor, drift_event
+from station.inspect.sources import ModelSource
 from station.inspect.stats import LineStats
-from station.model.artifact import ModelStore
-from station.records.recorder import Recorder
 
 if TYPE_CHECKING:
     from station.model.patchcore import PatchCore
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKOFF_MAX_S",
     "BACKOFF_MIN_S",
-    "DEMO_PRODUCT",
     "AcquisitionWorker",
     "FanOut",
     "FrameQueue",
@@ -64,12 +64,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEMO_PRODUCT = "demo"  # the product whose model the line builds itself on first start
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 IDLE_TICK_S = 0.2  # how long an idle worker waits before looking at stop / pause again
 MODEL_POLL_S = 2.0  # while no model exists, how often the model store is looked at again
-DISK_FREE_EVERY_S = 5.0  # status() is polled by a GUI timer: do not stat the disk every time
 RESULT_QUEUE = 8  # per result subscriber: results hold images, so keep few
 EVENT_QUEUE = 256
 DRIFT_QUEUE = 1024  # scores only matter in bulk, but losing them is still counted
@@ -286,10 +284,13 @@ class AcquisitionWorker(Worker):
 
     name = "acquisition"
 
-    def __init__(self, line: Line, camera: Camera | None) -> None:
+    def __init__(self, line: Line, camera: Camera | Callable[[], Camera]) -> None:
         super().__init__(on_failure=line._worker_failed)
         self.line = line
-        self.camera = camera
+        # A factory is called on the first open, in this thread: building a GenICam camera
+        # already talks to the device, and its failure is a camera loss like any other.
+        self._factory = None if isinstance(camera, Camera) else camera
+        self.camera: Camera | None = camera if isinstance(camera, Camera) else None
         self._frames: Iterator[Frame] | None = None
         self._opened = False  # close() only once per open: a GenICam close is not free
         self._next_try = 0.0  # monotonic time of the next open attempt
@@ -346,10 +347,8 @@ class AcquisitionWorker(Worker):
         line = self.line
         try:
             if self.camera is None:
-                # Imported here: the factory pulls in every camera backend.
-                from station.camera.factory import open_camera
-
-                self.camera = open_camera(line.cfg.camera, data_dir=line.data_dir)
+                assert self._factory is not None
+                self.camera = self._factory()
             self._opened = True
             self.camera.open()
             self._frames = iter(self.camera.frames())
@@ -390,19 +389,17 @@ class InspectorWorker(Worker):
 
     name = "inspector"
 
-    def __init__(self, line: Line, model: PatchCore | None) -> None:
+    def __init__(self, line: Line, models: ModelSource) -> None:
         super().__init__(on_failure=line._worker_failed)
         self.line = line
-        self.model = model
-        self._owns_model = False
+        self.models = models
+        self.model: PatchCore | None = None
         self._next_poll = 0.0
         self._errors = 0
 
     def setup(self) -> None:
-        """Load the model here (the thread that uses it), building the demo model if needed."""
-        if self.model is not None:
-            self.line._model_loaded(self.model, "model given to the line")
-            return
+        """Let the source prepare (the demo's first start), then load the model in this thread."""
+        self.models.prepare(self.line._set_starting, self.line._emit)
         self._load(first=True)
 
     def step(self) -> bool:
@@ -450,6 +447,7 @@ class InspectorWorker(Worker):
         threshold = model.threshold
         v = verdict(pred.score, threshold)
         now = time.time()
+        part_ids = self.line.part_ids
         return InspectionResult(
             frame_id=frame.frame_id,
             timestamp=frame.timestamp,
@@ -466,76 +464,43 @@ class InspectorWorker(Worker):
             label=frame.label,
             device_frame_id=frame.device_frame_id,
             finished_at=now,
+            part_id=part_ids(frame.timestamp) if part_ids is not None else "",
         )
 
     def teardown(self) -> None:
-        """Release a model the line loaded itself, and let the line shut down if it ended."""
-        if self._owns_model and self.model is not None:
+        """Release the model, and let the line shut down if it ended."""
+        if self.model is not None:
             try:
-                self.model.close()
+                self.models.release(self.model)
             except Exception:
-                log.exception("model close failed")
+                log.exception("model release failed")
         self.line._inspector_ended()
 
     def _load(self, *, first: bool) -> None:
         line = self.line
         self._next_poll = time.monotonic() + MODEL_POLL_S
-        product = line.cfg.model.product
-        store = ModelStore(line.data_dir / "models")
-        path = store.current(product)
-        if path is None and product == DEMO_PRODUCT and first:
-            path = self._build_demo(store)
+        path = self.models.locate()
         if path is None:
             if self.model is None:
-                line._model_missing(
-                    f"no model for product '{product}' in {store.root}: fit one "
-                    f"(models/{product}/vNNNN) and the line picks it up"
-                )
+                line._model_missing(self.models.missing())
             return
         if self.model is not None and self.model.artifact.path == path and not first:
             log.info("model %s already in use", self.model.version)
             return
-        from station.model.patchcore import PatchCore
-
         try:
-            model = PatchCore.load(path, line.cfg.model.runtime, threads=line.cfg.model.threads)
+            model = self.models.load(path)
         except ModelError as exc:
             if self.model is None:
                 line._model_missing(f"model {path} cannot be loaded: {exc}")
             else:
                 line._emit(StationEvent(kind="error", message=f"model not switched: {exc}"))
             return
-        old, owned = self.model, self._owns_model
-        self.model, self._owns_model = model, True
+        old = self.model
+        self.model = model
         why = "model loaded" if old is None else f"model switched from {old.version}"
         line._model_loaded(model, why)
-        if old is not None and owned:
-            old.close()
-
-    def _build_demo(self, store: ModelStore) -> Path:
-        """Fit the demo model on the demo product (written first if missing): first start."""
-        from station.camera.factory import demo_product_path
-        from station.model.patchcore import fit, training_images
-
-        line = self.line
-        line._set_starting("building the demo model (first start)")
-        t0 = time.monotonic()
-        root = demo_product_path(line.data_dir)
-        images = training_images(root)
-        out = store.next_version_dir(DEMO_PRODUCT)
-        log.info("building the demo model from %d images of %s into %s", len(images), root, out)
-        report = fit(images, line.cfg.model, out, product=DEMO_PRODUCT, progress=False)
-        line._emit(
-            StationEvent(
-                kind="model",
-                message=(
-                    f"demo model built in {time.monotonic() - t0:.1f} s: {out.name} "
-                    f"({report.n_train} images, bank {report.bank_size})"
-                ),
-                data={"path": str(out), "threshold": report.threshold},
-            )
-        )
-        return out
+        if old is not None and old is not model:
+            self.models.release(old)
 
 
 class Line:
@@ -544,28 +509,34 @@ class Line:
     def __init__(
         self,
         cfg: StationConfig,
-        data_dir: Path,
         *,
-        camera: Camera | None = None,
-        model: PatchCore | None = None,
+        camera: Camera | Callable[[], Camera],
+        models: ModelSource,
+        sinks: Sequence[LineSink] = (),
+        part_ids: Callable[[float], str] | None = None,
         max_frames: int | None = None,
+        on_stopped: Callable[[], None] | None = None,
     ) -> None:
         """Prepare the workers; nothing runs (nor opens) before `start()`.
 
-        `camera` and `model` replace the configured ones (tests, benchmarks); by default the
-        camera comes from `cfg.camera` and the model from `data_dir/models/<product>`.
+        `camera` is the camera, or a factory called on the acquisition thread at the first open.
+        `models` says which model to run; `sinks` take every result and event and must never
+        lose one (the recorder); `part_ids` gives each result its id from the frame time.
+        `on_stopped` runs once every thread has ended and the last event reached the sinks,
+        before `wait()` returns (the app closes the records there).
         """
         self.cfg = cfg
-        self.data_dir = Path(data_dir)
         self.max_frames = max_frames if max_frames and max_frames > 0 else None
+        self.sinks = tuple(sinks)
+        self.part_ids = part_ids
+        self._on_stopped = on_stopped
         self.stats = LineStats()
-        self.recorder = Recorder(self.data_dir, cfg.records, on_failure=self._recorder_failed)
         self._lock = threading.RLock()
         self._queue = FrameQueue(cfg.inspection.queue_size, on_drop=self._dropped)
         self._results: _Hub[InspectionResult] = _Hub("results", RESULT_QUEUE)
         self._events: _Hub[StationEvent] = _Hub("events", EVENT_QUEUE, drain_on_stop=True)
         self._acquisition = AcquisitionWorker(self, camera)
-        self._inspector = InspectorWorker(self, model)
+        self._inspector = InspectorWorker(self, models)
         self._model_ready = threading.Event()
         self._reload = threading.Event()
         self._finished = threading.Event()
@@ -586,9 +557,6 @@ class Line:
         self._model_version = ""
         self._threshold: float | None = None
         self._runtime = ""
-        self._recorder_alarm: str | None = None
-        self._disk_free: tuple[float, float | None] = (0.0, None)
-        self._shift_read_failed = False
 
     # -- control -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -600,14 +568,13 @@ class Line:
             if self._phase != "idle":
                 raise RuntimeError(f"line already started ({self._state.value})")
             self._phase = "starting"
-            self.recorder.start()
             self._update("starting the line")
         self._drift_sub = self._results.add(self._feed_drift, DRIFT_QUEUE)
         self._inspector.start()
         self._acquisition.start()
 
     def stop(self, timeout: float = 10.0, *, reason: str = "stopped") -> bool:
-        """Stop every thread in order and close the records; True when all ended in time."""
+        """Stop every thread in order (the last events reach the sinks); True when all ended."""
         deadline = time.monotonic() + timeout
         with self._lock:
             if self._phase == "idle":
@@ -638,8 +605,11 @@ class Line:
                 self._update(f"{reason} ({stats.inspected} inspected, {stats.dropped} dropped)")
         ok &= self._results.stop_all(deadline)
         ok &= self._events.stop_all(deadline)
-        self.recorder.stop()
-        ok &= self.recorder.join(max(0.5, deadline - time.monotonic()))
+        if self._on_stopped is not None:
+            try:
+                self._on_stopped()
+            except Exception:
+                log.exception("on_stopped failed")
         self._finished.set()
         return ok
 
@@ -669,20 +639,12 @@ class Line:
 
     # -- observation ---------------------------------------------------------------------------
     def status(self) -> LineStatus:
-        """A frozen snapshot of state, counters, drift, camera, model and alarms."""
-        rec = self.recorder
-        counters = self.stats.counters(unrecorded=rec.unrecorded)
-        try:
-            shift = rec.shift_counts()
-        except StorageError as exc:  # records unreadable: this run's counts, and say why once
-            if not self._shift_read_failed:
-                log.warning("shift counters unavailable, showing this run's: %s", exc)
-            self._shift_read_failed = True
-        else:
-            self._shift_read_failed = False
-            counters = shift.to_counters(counters)
+        """A frozen snapshot of state, this run's counters, drift, camera and model.
+
+        The counters are this run's; the app puts the shift's (from the records) in their place.
+        """
+        counters = self.stats.counters()
         drift = self._drift.status() if self._drift is not None else None
-        alarms = tuple(a for a in (self._recorder_alarm, rec.alarm) if a)
         with self._lock:
             return LineStatus(
                 state=self._state,
@@ -693,8 +655,6 @@ class Line:
                 model_version=self._model_version,
                 threshold=self._threshold,
                 runtime=self._runtime,
-                disk_free_mb=self._disk_free_mb(),
-                alarms=alarms,
             )
 
     @property
@@ -720,18 +680,21 @@ class Line:
 
     # -- called by the workers ---------------------------------------------------------------
     def _emit(self, event: StationEvent) -> None:
-        self.recorder.submit_event(event)
+        for sink in self.sinks:
+            sink.submit_event(event)
         self._events.publish(event)
 
     def _publish(self, result: InspectionResult) -> None:
         self._latest = result
         self.stats.add(result)
-        self.recorder.submit(result)  # never blocks; a full queue is counted as unrecorded
+        for sink in self.sinks:
+            sink.submit(result)  # never blocks; a sink keeps (or counts) what it cannot take now
         self._results.publish(result)
 
     def _dropped(self, n: int) -> None:
         self.stats.add_dropped(n)
-        self.recorder.count_dropped(n)
+        for sink in self.sinks:
+            sink.count_dropped(n)
 
     def _feed_drift(self, result: InspectionResult) -> None:
         monitor = self._drift
@@ -821,12 +784,6 @@ class Line:
             self._update(self._failure)
         self._stop_in_background("failure")
 
-    def _recorder_failed(self, worker: Worker, exc: BaseException) -> None:
-        # Storage problems never stop the line: the operator sees the alarm, parts keep flowing.
-        with self._lock:
-            self._recorder_alarm = f"records unavailable: {exc}"
-        log.error("records unavailable: %s", exc)
-
     def _inspector_ended(self) -> None:
         with self._lock:
             done = self._phase in ("starting", "up") and self._finish_reason is not None
@@ -875,11 +832,3 @@ class Line:
                 data={"from": old.value, **(data or {})},
             )
         )
-
-    def _disk_free_mb(self) -> float | None:
-        now = time.monotonic()
-        at, value = self._disk_free
-        if now - at >= DISK_FREE_EVERY_S or value is None:
-            value = self.recorder.disk_free_mb()
-            self._disk_free = (now, value)
-        return value

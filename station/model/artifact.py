@@ -12,10 +12,12 @@ is refused with a message that says which.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -207,7 +209,23 @@ def load_artifact(path: str | Path) -> ModelArtifact:
 
 
 # ---------------------------------------------------------------------------------------------
-# Product model store: data_dir/models/<product>/vNNNN, plus a CURRENT pointer for roll back.
+# Product model store: data_dir/models/<product>/vNNNN, a CURRENT pointer, and the history of
+# activations that a roll back walks back through.
+
+VERSION_NAME = re.compile(r"^v\d{4,}$")
+PRODUCT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+CURRENT = "CURRENT"
+HISTORY = "HISTORY"  # one line per activation: "<ISO time> <version> <who>"
+
+
+def check_product_name(product: str) -> str:
+    """A product name usable as a folder and in part ids; ModelError naming the rule."""
+    if not PRODUCT_NAME.match(product):
+        raise ModelError(
+            f"'{product}' is not a product name: letters, digits, '_' and '-', at most 40, "
+            "starting with a letter or digit"
+        )
+    return product
 
 
 class ModelStore:
@@ -217,33 +235,106 @@ class ModelStore:
         self.root = Path(root)
 
     def product_dir(self, product: str) -> Path:
-        return self.root / product
+        return self.root / check_product_name(product)
+
+    def products(self) -> list[str]:
+        """Products with at least one model version."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and PRODUCT_NAME.match(p.name) and self.versions(p.name)
+        )
 
     def versions(self, product: str) -> list[str]:
+        """Complete versions (a manifest inside), oldest first."""
         d = self.product_dir(product)
         if not d.is_dir():
             return []
-        return sorted(p.name for p in d.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+        names = [
+            p.name
+            for p in d.iterdir()
+            if VERSION_NAME.match(p.name) and p.is_dir() and (p / MANIFEST).is_file()
+        ]
+        return sorted(names, key=lambda v: int(v[1:]))
 
     def next_version_dir(self, product: str) -> Path:
-        existing = [int(v[1:]) for v in self.versions(product) if v[1:].isdigit()]
-        return self.product_dir(product) / f"v{(max(existing) + 1) if existing else 1:04d}"
+        d = self.product_dir(product)
+        used = (
+            [int(p.name[1:]) for p in d.iterdir() if VERSION_NAME.match(p.name)]
+            if d.is_dir()
+            else []
+        )
+        return d / f"v{(max(used) + 1) if used else 1:04d}"
 
     def current(self, product: str) -> Path | None:
         """The version in use: the CURRENT pointer, else the newest version."""
-        pointer = self.product_dir(product) / "CURRENT"
+        pointer = self.product_dir(product) / CURRENT
         if pointer.is_file():
             name = pointer.read_text().strip()
-            if (self.product_dir(product) / name / MANIFEST).is_file():
+            if VERSION_NAME.match(name) and (self.product_dir(product) / name / MANIFEST).is_file():
                 return self.product_dir(product) / name
         versions = self.versions(product)
         return self.product_dir(product) / versions[-1] if versions else None
 
-    def set_current(self, product: str, version: str) -> None:
-        """Point the line at `version` (also how a technician rolls back); atomic."""
+    def set_current(self, product: str, version: str, *, by: str = "") -> None:
+        """Point the line at `version` (also how a technician rolls back); atomic, and noted in
+        the product's activation history."""
         if version not in self.versions(product):
             raise ModelError(f"product {product} has no model version {version}")
-        pointer = self.product_dir(product) / "CURRENT"
-        tmp = pointer.with_suffix(".tmp")
+        d = self.product_dir(product)
+        history = d / HISTORY
+        if not history.exists():
+            before = self.current(product)
+            if before is not None and before.name != version:  # what ran before any pointer
+                self._note(history, before.name, "(before the first activation)")
+        tmp = d / f".{CURRENT}.tmp"
         tmp.write_text(version + "\n")
-        os.replace(tmp, pointer)
+        os.replace(tmp, d / CURRENT)
+        self._note(history, version, by)
+
+    @staticmethod
+    def _note(history: Path, version: str, by: str) -> None:
+        with history.open("a", encoding="utf-8") as fh:
+            fh.write(f"{now_iso()} {version} {by or '-'}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def history(self, product: str) -> list[str]:
+        """Versions in the order they were activated (oldest first)."""
+        path = self.product_dir(product) / HISTORY
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        return [parts[1] for parts in (ln.split() for ln in lines) if len(parts) >= 2]
+
+    def previous(self, product: str) -> str | None:
+        """The version that was current before the current one (for a roll back), or None."""
+        cur = self.current(product)
+        if cur is None:
+            return None
+        versions = set(self.versions(product))
+        seen_current = False
+        for v in reversed(self.history(product)):
+            if v == cur.name:
+                seen_current = True
+                continue
+            if seen_current and v in versions:
+                return v
+        return None
+
+    def derive(self, product: str, base: Path, **changes: Any) -> Path:
+        """A new sealed version: `base`'s bank and extractor with manifest fields changed (e.g.
+        the threshold). Versions never change once written; this writes the next one."""
+        artifact = load_artifact(base)
+        out = self.next_version_dir(product)
+        manifest = dataclasses.replace(
+            artifact.manifest,
+            version=out.name,
+            created_at=now_iso(),
+            files={},
+            **changes,
+        )
+        return write_artifact(out, manifest, artifact.bank, artifact.onnx_path)

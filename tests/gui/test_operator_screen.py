@@ -118,21 +118,22 @@ def shoot(screenshot_dir: Path) -> Shooter:
 
 @pytest.fixture(scope="module")
 def station(qapp: Any, make_data_dir: Any, gui_config: Any) -> Iterator[tuple[Any, Any, Path]]:
-    """(line, window, data_dir): the real line on the replay camera with the operator window."""
+    """(app, window, data_dir): the real station on the replay camera with its window."""
+    from station.app import StationApp
     from station.gui.main_window import MainWindow
-    from station.inspect.pipeline import Line
 
     data = make_data_dir()
     cfg = gui_config(data)
-    line = Line(cfg, data)
+    line = StationApp(cfg, data)
+    line.start()
     window = MainWindow(line, cfg)
     window.resize(*SIZES[0])
     window.show()
-    line.start()
     yield line, window, data
     window._can_close = True
     line.stop(30.0)
     window.close()
+    line.close()
     replay = data / "replay"
     if not replay.exists() and (data / "replay.gone").exists():
         (data / "replay.gone").rename(replay)
@@ -146,23 +147,23 @@ def test_banner_turns_nok_on_defect_and_ok_on_good(
     wait_until(lambda: line.status().state == StationState.RUNNING, what="the line running")
 
     def showing(verdict: Verdict, good: bool) -> bool:
-        r = window.shown
+        r = window.operator.shown
         return (
             r is not None
             and r.verdict == verdict
             and (r.label == "good") == good
-            and window.banner.state.kind == verdict.value.lower()
+            and window.operator.banner.state.kind == verdict.value.lower()
         )
 
     wait_until(lambda: showing(Verdict.NOK, good=False), what="NOK on a defective part")
-    assert window.banner.state.title == "NOK"
-    assert f"{window.shown.score:.2f}" in window.banner.state.detail
+    assert window.operator.banner.state.title == "NOK"
+    assert f"{window.operator.shown.score:.2f}" in window.operator.banner.state.detail
     shoot(window, "01-nok")
     wait_until(lambda: showing(Verdict.OK, good=True), what="OK on a good part")
-    assert window.banner.state.title == "OK"
+    assert window.operator.banner.state.title == "OK"
     shoot(window, "02-ok")
     # The verdict colours come from the theme: green for OK, red for NOK, white text on both.
-    bg, fg = window.banner.colors()
+    bg, fg = window.operator.banner.colors()
     assert bg.name() == window.theme.color("ok") and fg.name() == "#ffffff"
 
 
@@ -192,7 +193,7 @@ def test_touch_targets_and_readouts_are_large_enough(station: Any) -> None:
             readouts = window.findChildren(Readout)
             assert len(readouts) == 6 and all(r._min_points >= 18 for r in readouts)
             # The verdict: a banner title of at least 18 pt (24 px) - in practice far larger.
-            banner = window.banner
+            banner = window.operator.banner
             assert banner.height() >= 110
             assert banner._title_font is None or banner._title_font.pixelSize() >= 24
     finally:
@@ -204,7 +205,7 @@ def test_overlay_toggle_and_opacity_change_the_drawn_image(
     station: Any, qtbot: Any, shoot: Shooter
 ) -> None:
     _, window, _ = station
-    view = window.image
+    view = window.operator.image
     wait_until(
         lambda: view.result is not None and view.result.verdict == Verdict.NOK,
         what="a NOK part in the image view",
@@ -225,16 +226,16 @@ def test_overlay_toggle_and_opacity_change_the_drawn_image(
         return arr.copy()
 
     with_overlay = drawn()
-    qtbot.mouseClick(window.overlay_button, Qt.MouseButton.LeftButton)
-    assert not window.overlay_button.isChecked() and window.overlay_button.text() == "Overlay OFF"
+    qtbot.mouseClick(window.operator.overlay_button, Qt.MouseButton.LeftButton)
+    assert not window.operator.overlay_button.isChecked() and window.operator.overlay_button.text() == "Overlay OFF"
     without = drawn()
     assert np.mean(with_overlay != without) > 0.001, "overlay off did not change the image"
-    qtbot.mouseClick(window.overlay_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(window.operator.overlay_button, Qt.MouseButton.LeftButton)
     assert drawn().tobytes() == with_overlay.tobytes()  # same frozen part, same picture
     for _ in range(3):
-        qtbot.mouseClick(window.more_button, Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(window.operator.more_button, Qt.MouseButton.LeftButton)
     assert view.opacity == pytest.approx(min(1.0, window.cfg.gui.overlay_opacity + 0.45))
-    assert window.opacity_label.text() == f"{round(view.opacity * 100)} %"
+    assert window.operator.opacity_label.text() == f"{round(view.opacity * 100)} %"
     stronger = drawn()
     assert np.mean(stronger != with_overlay) > 0.001, "opacity did not change the image"
     assert view.result is frozen  # still the same part: only the overlay changed
@@ -244,7 +245,7 @@ def test_overlay_toggle_and_opacity_change_the_drawn_image(
     assert view.frozen and view.result is frozen
     assert view.view.cx > before.cx and view.view.cy > before.cy, (before, view.view)
     shoot(window, "03-frozen-zoom-overlay")
-    window.set_opacity(window.cfg.gui.overlay_opacity)
+    window.operator.set_opacity(window.cfg.gui.overlay_opacity)
     qtbot.mouseClick(view.live_button, Qt.MouseButton.LeftButton)
     assert not view.frozen
     wait_until(lambda: view.result is not frozen, what="the live picture again")
@@ -252,22 +253,22 @@ def test_overlay_toggle_and_opacity_change_the_drawn_image(
 
 def test_nok_thumbnail_opens_the_detail_view(station: Any, qtbot: Any, shoot: Shooter) -> None:
     _, window, _ = station
-    strip = window.nok_strip
+    strip = window.operator.nok_strip
     wait_until(lambda: len(strip.thumbs) >= 2, what="two NOK thumbnails")
     thumb = strip.thumbs[0]
     assert thumb.width() >= 48 and thumb.height() >= 48  # a gloved finger's target
     qtbot.mouseClick(thumb, Qt.MouseButton.LeftButton)
     settle()
-    assert window.nok_sheet.isVisible()
-    detail = window.nok_detail
+    assert window.operator.nok_sheet.isVisible()
+    detail = window.operator.nok_detail
     r = thumb.result
     assert detail.result is r and r.verdict == Verdict.NOK
     assert detail.values["score"].text() == f"{r.score:.2f} / {r.threshold:.2f}"
     assert time.strftime("%H:%M:%S", time.localtime(r.timestamp)) in detail.values["time"].text()
     assert detail.view.image_rgb() is not None
     shoot(window, "04-nok-detail")
-    qtbot.mouseClick(window.nok_sheet.close_button, Qt.MouseButton.LeftButton)
-    assert not window.nok_sheet.isVisible()
+    qtbot.mouseClick(window.operator.nok_sheet.close_button, Qt.MouseButton.LeftButton)
+    assert not window.operator.nok_sheet.isVisible()
 
 
 def test_drift_panel_opens_and_shows_the_statistics(
@@ -279,11 +280,11 @@ def test_drift_panel_opens_and_shows_the_statistics(
         lambda: (d := line.status().drift) is not None and len(d.recent) >= need,
         what=f"{need} good parts for the drift monitor",
     )
-    wait_until(lambda: window.drift_light.level is not None, what="the drift light")
-    qtbot.mouseClick(window.drift_light, Qt.MouseButton.LeftButton)
+    wait_until(lambda: window.operator.drift_light.level is not None, what="the drift light")
+    qtbot.mouseClick(window.operator.drift_light, Qt.MouseButton.LeftButton)
     settle()
-    assert window.drift_sheet.isVisible()
-    panel = window.drift_panel
+    assert window.operator.drift_sheet.isVisible()
+    panel = window.operator.drift_panel
     shown = panel.status
     assert shown is not None and len(shown.recent) >= need
     assert panel.text("level") == shown.level.value.upper()
@@ -295,15 +296,15 @@ def test_drift_panel_opens_and_shows_the_statistics(
         x, y = curve.getData()
         assert x is not None and len(x) > 1 and float(np.sum(y)) == pytest.approx(100.0)
     shoot(window, "05-drift-panel")
-    qtbot.mouseClick(window.drift_sheet.close_button, Qt.MouseButton.LeftButton)
-    assert not window.drift_sheet.isVisible()
+    qtbot.mouseClick(window.operator.drift_sheet.close_button, Qt.MouseButton.LeftButton)
+    assert not window.operator.drift_sheet.isVisible()
 
 
 def test_counters_match_the_records_in_sqlite(station: Any, qtbot: Any, shoot: Shooter) -> None:
     line, window, _ = station
-    qtbot.mouseClick(window.pause_button, Qt.MouseButton.LeftButton)
-    wait_until(lambda: window.banner.state.title == "PAUSED", what="the paused banner")
-    assert window.banner.state.kind == "amber" and window.pause_button.text() == "Resume"
+    qtbot.mouseClick(window.operator.pause_button, Qt.MouseButton.LeftButton)
+    wait_until(lambda: window.operator.banner.state.title == "PAUSED", what="the paused banner")
+    assert window.operator.banner.state.kind == "amber" and window.operator.pause_button.text() == "Resume"
     # Frames already queued are still inspected: wait until the count stands still.
     last = [-1, time.monotonic()]
 
@@ -316,20 +317,20 @@ def test_counters_match_the_records_in_sqlite(station: Any, qtbot: Any, shoot: S
     wait_until(still, what="the counters to stand still")
     assert line.recorder.flush(10.0)
     c = line.status().counters
-    wait_until(lambda: window.counters.text("inspected") == f"{c.inspected:,}", what="the GUI")
+    wait_until(lambda: window.operator.counters.text("inspected") == f"{c.inspected:,}", what="the GUI")
     rows = line.recorder.query_inspections()
     nok_rows = [r for r in rows if r.verdict == Verdict.NOK]
     shifts = line.recorder.reader().all_shift_counts()
-    text = window.counters.text
+    text = window.operator.counters.text
     assert int(text("inspected").replace(",", "")) == len(rows) == sum(s.inspected for s in shifts)
     assert int(text("nok").replace(",", "")) == len(nok_rows) == sum(s.nok for s in shifts)
     assert text("nok_rate") == f"{100.0 * len(nok_rows) / len(rows):.1f} %"
     assert int(text("dropped").replace(",", "")) == sum(s.dropped for s in shifts)
     assert text("latency") == f"{c.latency_p50_ms:.0f} / {c.latency_p95_ms:.0f} ms"
     shoot(window, "06-paused")
-    qtbot.mouseClick(window.pause_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(window.operator.pause_button, Qt.MouseButton.LeftButton)
     wait_until(lambda: line.status().state == StationState.RUNNING, what="running again")
-    wait_until(lambda: window.pause_button.text() == "Pause", what="the Pause button back")
+    wait_until(lambda: window.operator.pause_button.text() == "Pause", what="the Pause button back")
 
 
 def test_camera_loss_shows_amber_and_recovers(station: Any, shoot: Shooter) -> None:
@@ -340,11 +341,11 @@ def test_camera_loss_shows_amber_and_recovers(station: Any, shoot: Shooter) -> N
     replay.rename(data / "replay.gone")  # the cable is pulled
     try:
         wait_until(
-            lambda: window.banner.state.title == "CAMERA LOST", what="the camera-lost banner"
+            lambda: window.operator.banner.state.title == "CAMERA LOST", what="the camera-lost banner"
         )
-        assert window.banner.state.kind == "amber"
-        assert "Reconnecting" in window.banner.state.detail
-        assert "replay" in window.banner.state.detail  # the reason, in words
+        assert window.operator.banner.state.kind == "amber"
+        assert "Reconnecting" in window.operator.banner.state.detail
+        assert "replay" in window.operator.banner.state.detail  # the reason, in words
         shoot(window, "07-camera-lost")
     finally:
         (data / "replay.gone").rename(replay)  # and plugged back in
@@ -356,7 +357,7 @@ def test_camera_loss_shows_amber_and_recovers(station: Any, shoot: Shooter) -> N
         ),
         what="the line to reconnect and inspect again",
     )
-    wait_until(lambda: window.banner.state.kind in ("ok", "nok"), what="a verdict on the banner")
+    wait_until(lambda: window.operator.banner.state.kind in ("ok", "nok"), what="a verdict on the banner")
     events = (
         [e.message for e in line.recorder.query_events(kind="state")]
         if line.recorder.flush()
@@ -380,16 +381,16 @@ def test_disk_full_is_amber_with_the_reason(station: Any, shoot: Shooter) -> Non
                 line.status(), alarms=("disk full: 12 results not recorded",), disk_free_mb=3.0
             )
 
-    window.line = DiskFull()
+    window.operator.app = DiskFull()
     try:
-        wait_until(lambda: window.banner.state.title == "DISK FULL", what="the disk-full banner")
-        assert window.banner.state.kind == "amber"
-        assert "12 results not recorded" in window.banner.state.detail
-        assert window.status_bar.text("disk") == "disk 3 MB free"
+        wait_until(lambda: window.operator.banner.state.title == "DISK FULL", what="the disk-full banner")
+        assert window.operator.banner.state.kind == "amber"
+        assert "12 results not recorded" in window.operator.banner.state.detail
+        assert window.operator.status_bar.text("disk") == "disk 3 MB free"
         shoot(window, "08-disk-full")
     finally:
-        window.line = line
-    wait_until(lambda: window.banner.state.kind in ("ok", "nok"), what="the verdict back")
+        window.operator.app = line
+    wait_until(lambda: window.operator.banner.state.kind in ("ok", "nok"), what="the verdict back")
 
 
 def test_errors_reach_the_operator_and_are_recorded(
@@ -397,7 +398,7 @@ def test_errors_reach_the_operator_and_are_recorded(
 ) -> None:
     line, window, _ = station
     calls = [0]
-    real = window.banner.show_state
+    real = window.operator.banner.show_state
 
     def broken(state: Any) -> bool:
         calls[0] += 1
@@ -405,16 +406,16 @@ def test_errors_reach_the_operator_and_are_recorded(
             raise RuntimeError("banner font missing")
         return real(state)
 
-    monkeypatch.setattr(window.banner, "show_state", broken)
-    wait_until(lambda: window.notice.isVisible(), what="the notice bar")
-    assert "Display error: banner font missing" in window.notice.label.text()
-    assert "Traceback" not in window.notice.label.text()
+    monkeypatch.setattr(window.operator.banner, "show_state", broken)
+    wait_until(lambda: window.notice_bar.isVisible(), what="the notice bar")
+    assert "Display error: banner font missing" in window.notice_bar.label.text()
+    assert "Traceback" not in window.notice_bar.label.text()
     shoot(window, "09-error-notice")
     assert line.recorder.flush(10.0)
     errors = [e.message for e in line.recorder.query_events(kind="error")]
     assert "GUI: Display error: banner font missing" in errors
-    qtbot.mouseClick(window.notice.dismiss_button, Qt.MouseButton.LeftButton)
-    assert not window.notice.isVisible()
+    qtbot.mouseClick(window.notice_bar.dismiss_button, Qt.MouseButton.LeftButton)
+    assert not window.notice_bar.isVisible()
 
 
 def test_close_asks_for_confirmation_and_stops_the_line(
@@ -440,23 +441,24 @@ def test_close_asks_for_confirmation_and_stops_the_line(
 def test_no_model_shows_amber_with_the_reason(
     qapp: Any, make_data_dir: Any, gui_config: Any, shoot: Shooter
 ) -> None:
+    from station.app import StationApp
     from station.gui.main_window import MainWindow
-    from station.inspect.pipeline import Line
 
     data = make_data_dir(with_model=False)
     cfg = gui_config(data, product="bracket")  # not the demo product: nothing is built
-    line = Line(cfg, data)
+    line = StationApp(cfg, data)
+    line.start()
     window = MainWindow(line, cfg)
     window.resize(*SIZES[0])
     window.show()
-    line.start()
     try:
-        wait_until(lambda: window.banner.state.title == "NO MODEL", what="the no-model banner")
-        assert window.banner.state.kind == "amber"
-        assert "bracket" in window.banner.state.detail
-        assert window.status_bar.text("model").startswith("Model: none")
+        wait_until(lambda: window.operator.banner.state.title == "NO MODEL", what="the no-model banner")
+        assert window.operator.banner.state.kind == "amber"
+        assert "bracket" in window.operator.banner.state.detail
+        assert window.operator.status_bar.text("model").startswith("Model: none")
         shoot(window, "11-no-model")
     finally:
         window._can_close = True
         line.stop(30.0)
         window.close()
+        line.close()

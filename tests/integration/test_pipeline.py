@@ -1,5 +1,5 @@
-"""The inspection line with real parts: the replay camera on the demo product, the demo model
-from the session fixture, and the recorder's SQLite file in tmp_path."""
+"""The inspection line with real parts, as the app composes it: the replay camera on the demo
+product, the demo model from the session fixture, and the recorder's SQLite file in tmp_path."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from station.app import StationApp
 from station.config import DriftConfig, StationConfig
 from station.core.result import (
     DriftLevel,
@@ -21,7 +22,7 @@ from station.core.result import (
     StationState,
     Verdict,
 )
-from station.inspect.pipeline import FrameQueue, Line
+from station.inspect.pipeline import FrameQueue
 from station.model.artifact import ModelArtifact
 from station.model.patchcore import PatchCore
 from station.records import Database, db_path, shift_key
@@ -65,35 +66,38 @@ def state_events(events: list[StationEvent]) -> list[StationState | None]:
 
 
 @pytest.fixture
-def line_factory(tmp_path: Path) -> Iterator[Callable[..., Line]]:
-    """Lines that are always stopped at the end of the test, even when it fails."""
-    lines: list[Line] = []
+def station_factory(tmp_path: Path) -> Iterator[Callable[..., StationApp]]:
+    """Stations that are always stopped at the end of the test, even when it fails."""
+    made: list[StationApp] = []
 
-    def make(cfg: StationConfig, data_dir: Path | None = None, **kwargs: object) -> Line:
-        line = Line(cfg, data_dir or tmp_path / "data", **kwargs)  # type: ignore[arg-type]
-        lines.append(line)
-        return line
+    def make(cfg: StationConfig, data_dir: Path | None = None, **kwargs: object) -> StationApp:
+        station = StationApp(cfg, data_dir or tmp_path / "data", **kwargs)  # type: ignore[arg-type]
+        made.append(station)
+        return station
 
     yield make
-    for line in lines:
-        line.stop(10)
+    for station in made:
+        station.close()
 
 
 def test_line_inspects_records_and_stops_by_itself(
-    demo_product: Path, demo_patchcore: PatchCore, line_factory: Callable[..., Line], tmp_path
+    demo_product: Path,
+    demo_patchcore: PatchCore,
+    station_factory: Callable[..., StationApp],
+    tmp_path,
 ) -> None:
     # A queue longer than the replay: every part is inspected, in order, none dropped.
     cfg = line_config(demo_product, loop=False, queue_size=64)
-    line = line_factory(cfg, model=demo_patchcore)
+    station = station_factory(cfg, model=demo_patchcore)
     results: list[InspectionResult] = []
     events: list[StationEvent] = []
-    line.subscribe(results.append, queue_size=64)
-    line.subscribe_events(events.append)
-    assert line.status().state == StationState.STOPPED
-    line.start()
-    assert line.wait(90), "the replay ended but the line did not stop by itself"
+    station.subscribe(results.append, queue_size=64)
+    station.subscribe_events(events.append)
+    assert station.status().state == StationState.STOPPED
+    station.start()
+    assert station.wait(90), "the replay ended but the line did not stop by itself"
 
-    st = line.status()
+    st = station.status()
     assert st.state == StationState.STOPPED
     assert "replay finished" in st.reason
     assert st.counters.inspected == N_TEST_IMAGES
@@ -102,7 +106,7 @@ def test_line_inspects_records_and_stops_by_itself(
     assert st.threshold == pytest.approx(demo_patchcore.threshold)
     assert st.runtime == "onnx" and st.camera.startswith("replay")
     assert len(results) == N_TEST_IMAGES
-    assert line.latest() is results[-1]
+    assert station.latest() is results[-1]
 
     for r in results:
         assert r.threshold == pytest.approx(demo_patchcore.threshold)
@@ -148,31 +152,36 @@ def test_line_inspects_records_and_stops_by_itself(
 
 
 def test_max_frames_stops_the_line(
-    demo_product: Path, demo_patchcore: PatchCore, line_factory: Callable[..., Line]
+    demo_product: Path, demo_patchcore: PatchCore, station_factory: Callable[..., StationApp]
 ) -> None:
-    line = line_factory(line_config(demo_product, fps=50.0), model=demo_patchcore, max_frames=5)
-    line.start()
-    assert line.wait(60)
-    st = line.status()
+    station = station_factory(
+        line_config(demo_product, fps=50.0), model=demo_patchcore, max_frames=5
+    )
+    station.start()
+    assert station.wait(60)
+    st = station.status()
     assert st.state == StationState.STOPPED and st.counters.inspected == 5
     assert "5 frames inspected" in st.reason
-    assert line.recorder.stats().recorded == 5
+    assert station.recorder.stats().recorded == 5
 
 
 def test_counters_are_the_shifts_and_survive_a_restart(
-    demo_product: Path, demo_patchcore: PatchCore, line_factory: Callable[..., Line], tmp_path: Path
+    demo_product: Path,
+    demo_patchcore: PatchCore,
+    station_factory: Callable[..., StationApp],
+    tmp_path: Path,
 ) -> None:
     """A station restarted mid-shift shows the shift's counts, not zero; the shift is named."""
     data = tmp_path / "data"
     runs = []
     for n in (5, 3):
-        line = line_factory(
+        station = station_factory(
             line_config(demo_product, fps=50.0), data, model=demo_patchcore, max_frames=n
         )
-        line.start()
-        assert line.wait(60)
-        runs.append(line.status().counters)
-        line.stop(10)
+        station.start()
+        assert station.wait(60)
+        runs.append(station.status().counters)
+        station.stop(10)
     if runs[0].shift != runs[1].shift:
         pytest.skip("a shift began between the two runs")
     assert runs[0].shift == shift_key(time.time())
@@ -183,31 +192,31 @@ def test_counters_are_the_shifts_and_survive_a_restart(
 def test_camera_lost_and_back(
     demo_product: Path,
     demo_patchcore: PatchCore,
-    line_factory: Callable[..., Line],
+    station_factory: Callable[..., StationApp],
     tmp_path: Path,
 ) -> None:
     replay = tmp_path / "replay"
     shutil.copytree(demo_product / "test", replay)
-    line = line_factory(line_config(replay, fps=20.0), model=demo_patchcore)
+    station = station_factory(line_config(replay, fps=20.0), model=demo_patchcore)
     events: list[StationEvent] = []
-    line.subscribe_events(events.append)
-    line.start()
-    wait_until(lambda: line.status().counters.inspected >= 3, 30, "first inspections")
+    station.subscribe_events(events.append)
+    station.start()
+    wait_until(lambda: station.status().counters.inspected >= 3, 30, "first inspections")
 
     gone = tmp_path / "replay_gone"
     replay.rename(gone)  # the share is unmounted / the cable pulled
-    wait_until(lambda: line.state == StationState.CAMERA_LOST, 15, "camera lost")
-    st = line.status()
+    wait_until(lambda: station.status().state == StationState.CAMERA_LOST, 15, "camera lost")
+    st = station.status()
     assert "camera lost" in st.reason and str(replay) in st.reason
     time.sleep(1.0)  # a few reconnect attempts fail meanwhile
-    assert line.state == StationState.CAMERA_LOST
-    n_lost = line.status().counters.inspected
+    assert station.status().state == StationState.CAMERA_LOST
+    n_lost = station.status().counters.inspected
 
     gone.rename(replay)
-    wait_until(lambda: line.state == StationState.RUNNING, 20, "camera back")
-    assert "camera back after" in line.status().reason
-    wait_until(lambda: line.status().counters.inspected > n_lost + 2, 30, "inspections again")
-    assert line.stop(10)
+    wait_until(lambda: station.status().state == StationState.RUNNING, 20, "camera back")
+    assert "camera back after" in station.status().reason
+    wait_until(lambda: station.status().counters.inspected > n_lost + 2, 30, "inspections again")
+    assert station.stop(10)
 
     seq = state_events(events)
     i_lost = seq.index(StationState.CAMERA_LOST)
@@ -227,20 +236,20 @@ def test_camera_lost_and_back(
 
 
 def test_pause_and_resume(
-    demo_product: Path, demo_patchcore: PatchCore, line_factory: Callable[..., Line]
+    demo_product: Path, demo_patchcore: PatchCore, station_factory: Callable[..., StationApp]
 ) -> None:
-    line = line_factory(line_config(demo_product, fps=20.0), model=demo_patchcore)
-    line.start()
-    wait_until(lambda: line.status().counters.inspected >= 2, 30, "first inspections")
-    line.pause()
-    assert line.state == StationState.PAUSED
+    station = station_factory(line_config(demo_product, fps=20.0), model=demo_patchcore)
+    station.start()
+    wait_until(lambda: station.status().counters.inspected >= 2, 30, "first inspections")
+    station.pause(station.shell_session())
+    assert station.status().state == StationState.PAUSED
     time.sleep(0.6)  # queued frames are still inspected, then nothing
-    n = line.status().counters.inspected
+    n = station.status().counters.inspected
     time.sleep(0.6)
-    assert line.status().counters.inspected == n
-    line.resume()
-    assert line.state == StationState.RUNNING
-    wait_until(lambda: line.status().counters.inspected > n, 30, "inspections after resume")
+    assert station.status().counters.inspected == n
+    station.resume(station.shell_session())
+    assert station.status().state == StationState.RUNNING
+    wait_until(lambda: station.status().counters.inspected > n, 30, "inspections after resume")
 
 
 def _inspector_gap_ms(results: list[InspectionResult]) -> float:
@@ -257,16 +266,16 @@ def _inspector_gap_ms(results: list[InspectionResult]) -> float:
 def test_drops_counted_and_slow_subscriber_does_not_slow_inspection(
     demo_product: Path,
     demo_patchcore: PatchCore,
-    line_factory: Callable[..., Line],
+    station_factory: Callable[..., StationApp],
     tmp_path: Path,
 ) -> None:
     n = 16
     cfg = line_config(demo_product, fps=0.0, queue_size=1)  # the camera outruns the model
 
-    def run(data: Path, slow: bool) -> tuple[Line, list[InspectionResult], int]:
-        line = line_factory(cfg, data, model=demo_patchcore, max_frames=n)
+    def run(data: Path, slow: bool) -> tuple[StationApp, list[InspectionResult], int]:
+        station = station_factory(cfg, data, model=demo_patchcore, max_frames=n)
         got: list[InspectionResult] = []
-        line.subscribe(got.append, queue_size=n)
+        station.subscribe(got.append, queue_size=n)
         slow_seen: list[int] = []
         sub = None
         if slow:
@@ -275,18 +284,18 @@ def test_drops_counted_and_slow_subscriber_does_not_slow_inspection(
                 time.sleep(0.5)  # a display that froze, an output on a dead network share
                 slow_seen.append(r.frame_id)
 
-            sub = line.subscribe(sleepy, queue_size=2)
-        line.start()
-        assert line.wait(60)
-        return line, got, (sub.dropped if sub is not None else 0)
+            sub = station.subscribe(sleepy, queue_size=2)
+        station.start()
+        assert station.wait(60)
+        return station, got, (sub.dropped if sub is not None else 0)
 
     fast_line, fast, _ = run(tmp_path / "a", slow=False)
     slow_line, slow, slow_dropped = run(tmp_path / "b", slow=True)
-    for line, got in ((fast_line, fast), (slow_line, slow)):
-        st = line.status()
+    for station, got in ((fast_line, fast), (slow_line, slow)):
+        st = station.status()
         assert st.counters.inspected == n == len(got)
         assert st.counters.dropped > 0, "a camera faster than the model drops frames"
-        assert line.recorder.shift_counts().dropped == st.counters.dropped
+        assert station.recorder.shift_counts().dropped == st.counters.dropped
         # Latency stays bounded: at most the frame in the queue plus the one in the model.
         model_ms = max(r.stages_ms.total for r in got)
         assert max(r.latency_ms for r in got) < 3 * model_ms + 250
@@ -300,24 +309,26 @@ def test_drops_counted_and_slow_subscriber_does_not_slow_inspection(
 def test_model_missing_then_installed(
     demo_product: Path,
     demo_model: Path,
-    line_factory: Callable[..., Line],
+    station_factory: Callable[..., StationApp],
     tmp_path: Path,
 ) -> None:
     data = tmp_path / "data"
-    line = line_factory(line_config(demo_product, fps=20.0, product="widget"), data)
-    line.start()
-    wait_until(lambda: line.state == StationState.MODEL_MISSING, 15, "model missing")
-    st = line.status()
+    station = station_factory(line_config(demo_product, fps=20.0, product="widget"), data)
+    station.start()
+    wait_until(lambda: station.status().state == StationState.MODEL_MISSING, 15, "model missing")
+    st = station.status()
     assert "no model for product 'widget'" in st.reason
     assert st.counters.inspected == 0 and not (data / "models" / "demo").exists()
 
     # A technician installs a model: the line picks it up without a restart.
     shutil.copytree(demo_model, data / "models" / "widget" / "v0001")
-    line.reload_model()
-    wait_until(lambda: line.state == StationState.RUNNING, 30, "running with the new model")
-    wait_until(lambda: line.status().counters.inspected >= 2, 30, "inspections")
-    assert line.status().model_version == "demo/v0001"
-    assert line.stop(10)
+    station.line.reload_model()
+    wait_until(
+        lambda: station.status().state == StationState.RUNNING, 30, "running with the new model"
+    )
+    wait_until(lambda: station.status().counters.inspected >= 2, 30, "inspections")
+    assert station.status().model_version == "demo/v0001"
+    assert station.stop(10)
     db = Database(db_path(data))
     try:
         states = [e.state for e in sorted(db.query_events(kind="state"), key=lambda e: e.id)]
@@ -330,7 +341,7 @@ def test_model_missing_then_installed(
 def test_drift_level_changes_are_events(
     demo_product: Path,
     demo_patchcore: PatchCore,
-    line_factory: Callable[..., Line],
+    station_factory: Callable[..., StationApp],
     tmp_path: Path,
 ) -> None:
     # The same engine with a manifest whose baseline sits far below today's scores: the line
@@ -342,14 +353,14 @@ def test_drift_level_changes_are_events(
         ModelArtifact(a.path, manifest, a.bank), demo_patchcore.runtime, demo_patchcore.bank
     )
     drift = DriftConfig(window=20, min_samples=8)
-    line = line_factory(
+    station = station_factory(
         line_config(demo_product, queue_size=1, drift=drift), model=shifted, max_frames=12
     )
     events: list[StationEvent] = []
-    line.subscribe_events(events.append)
-    line.start()
-    assert line.wait(60)
-    st = line.status()
+    station.subscribe_events(events.append)
+    station.start()
+    assert station.wait(60)
+    st = station.status()
     assert st.drift is not None and st.drift.level == DriftLevel.CRITICAL
     drift_events = [e for e in events if e.kind == "drift"]
     assert drift_events and drift_events[0].data["level"] == "critical"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import sys
 import threading
 import time
 from pathlib import Path
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 
 from station.camera import Camera, ReplayCamera, open_camera
-from station.camera.factory import demo_product_path
 from station.camera.genicam import GenICamCamera
 from station.camera.uvc import UVCCamera
 from station.config import CameraConfig, GenICamConfig, ReplayConfig, UVCConfig
@@ -188,21 +186,27 @@ def test_factory_builds_each_source(tmp_path: Path, flat: Path) -> None:
         open_camera(CameraConfig(source="firewire"))
 
 
-def test_factory_writes_the_demo_product_once(tmp_path: Path) -> None:
-    cam = open_camera(CameraConfig(replay=ReplayConfig(fps=0, shuffle=True)), data_dir=tmp_path)
+def test_app_camera_writes_the_demo_product_once(tmp_path: Path) -> None:
+    from station.app import StationApp
+    from station.app.demo import is_complete
+    from station.config import StationConfig
+
+    cfg = StationConfig(camera=CameraConfig(replay=ReplayConfig(fps=0, shuffle=True)))
+    app = StationApp(cfg, tmp_path)
+    cam = app.camera()
     assert isinstance(cam, ReplayCamera) and cam.path == tmp_path / "demo_product"
+    assert is_complete(tmp_path / "demo_product")
     with cam:
         frames = list(itertools.islice(cam.frames(), 20))
     assert {f.label for f in frames} >= {"good"} and len({f.label for f in frames}) > 1
     stamp = (tmp_path / "demo_product").stat().st_mtime_ns
-    assert demo_product_path(tmp_path) == tmp_path / "demo_product"
+    assert app.camera().path == tmp_path / "demo_product"
     assert (tmp_path / "demo_product").stat().st_mtime_ns == stamp  # not written again
 
 
-def test_factory_without_the_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "station.demo_product", None)  # import now fails
-    with pytest.raises(CameraError, match="demo product generator"):
-        open_camera(CameraConfig(), data_dir=tmp_path)
+def test_factory_without_a_replay_path_says_so() -> None:
+    with pytest.raises(CameraError, match=r"camera\.replay\.path is empty"):
+        open_camera(CameraConfig())
 
 
 def test_grab_command_from_a_folder(

@@ -1,0 +1,454 @@
+"""`StationApp`: the composition root. The GUI, the command line and (later) HTTP call this and
+nothing else below it.
+
+It owns what the line is given: the data-directory lock, the recorder (the line's sink), the
+model source of the configured product, the camera factory, the part ids. It answers for every
+action a person takes: the session's role is checked against `station.app.roles` here, and the
+action (or its refusal) goes into the audit trail, whoever called.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from station.app.access import Access, Session
+from station.app.demo import ensure_demo_product, remove_stale_temporaries
+from station.app.lock import DataDirLock
+from station.app.models import ProductModels, uses_demo_replay
+from station.app.part_ids import PartIds
+from station.app.roles import Action
+from station.camera.base import Camera
+from station.camera.factory import open_camera
+from station.config import StationConfig
+from station.core.errors import ModelError, StationError, StorageError
+from station.core.result import InspectionResult, LineStatus, StationEvent, Verdict
+from station.core.worker import Worker
+from station.inspect.pipeline import Line, Subscription
+from station.inspect.sources import FixedModel, ModelSource
+from station.model.artifact import ModelStore, check_product_name, read_manifest
+from station.records.audit import AuditRow, AuditTrail, Verification
+from station.records.db import Database, EventRow, InspectionRow, TimeArg, db_path
+from station.records.recorder import Recorder
+
+if TYPE_CHECKING:
+    from station.model.patchcore import PatchCore
+
+__all__ = ["ModelVersion", "StationApp"]
+
+log = logging.getLogger(__name__)
+
+DISK_FREE_EVERY_S = 5.0  # status() is polled by a GUI timer: do not stat the disk every time
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelVersion:
+    """One model version of a product, as listings show it."""
+
+    product: str
+    version: str
+    current: bool
+    threshold: float
+    threshold_source: str
+    created_at: str
+    created_by: str
+    bank_size: int
+    backbone: str
+    n_train: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class StationApp:
+    """One station on one data directory: the line, its records, users, audit, models."""
+
+    def __init__(
+        self,
+        cfg: StationConfig,
+        data_dir: str | Path,
+        *,
+        camera: Camera | Callable[[], Camera] | None = None,
+        model: PatchCore | None = None,
+        max_frames: int | None = None,
+    ) -> None:
+        """Cheap: nothing is opened (nor any thread started) until used; `start()` runs the line.
+
+        `camera` and `model` replace the configured ones (tests, benchmarks); with `max_frames`
+        the line stops by itself after that many parts.
+        """
+        self.cfg = cfg
+        self.data_dir = Path(data_dir)
+        self.product = check_product_name(cfg.model.product)
+        self.store = ModelStore(self.data_dir / "models")
+        self.recorder = Recorder(self.data_dir, cfg.records, on_failure=self._recorder_failed)
+        source: ModelSource = (
+            FixedModel(model)
+            if model is not None
+            else ProductModels(cfg, self.data_dir, self.store, self.product)
+        )
+        self.line = Line(
+            cfg,
+            camera=camera if camera is not None else self.camera,
+            models=source,
+            sinks=[self.recorder],
+            part_ids=PartIds(self.product, self._last_part_sequence),
+            max_frames=max_frames,
+            on_stopped=self._line_stopped,
+        )
+        self._started = False
+        self._records_closed = True
+        self._lock = DataDirLock(self.data_dir)
+        self._db: Database | None = None
+        self._access: Access | None = None
+        self._open_lock = threading.Lock()
+        self._recorder_alarm: str | None = None
+        self._disk_free: tuple[float, float | None] = (0.0, None)
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @property
+    def db_file(self) -> Path:
+        """The records database's file (it may not exist yet)."""
+        return db_path(self.data_dir)
+
+    def db(self) -> Database:
+        """The app's own connection to the records (users, audit, queries)."""
+        with self._open_lock:
+            if self._db is None:
+                self._db = Database(db_path(self.data_dir))
+            return self._db
+
+    @property
+    def access(self) -> Access:
+        """Users, sessions and the audit trail."""
+        db = self.db()
+        with self._open_lock:
+            if self._access is None:
+                self._access = Access(db, AuditTrail(db, self.data_dir), self.cfg.access)
+            return self._access
+
+    def close(self) -> None:
+        """Stop the line if it runs and close every connection."""
+        self.stop()
+        with self._open_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            self._access = None
+
+    # -- sessions ------------------------------------------------------------------------------
+    def default_session(self, via: str = "touchscreen") -> Session:
+        """The touchscreen's session while nobody has logged in (the operator, or nobody)."""
+        return self.access.default_session(via)
+
+    def shell_session(self) -> Session:
+        """The command line's session (see `station.app.access`)."""
+        return self.access.shell_session()
+
+    def login(self, name: str, pin: str, *, via: str = "touchscreen") -> Session:
+        """A session for `name` when the PIN is right; LoginRefused says why not."""
+        return self.access.login(name, pin, via=via)
+
+    def logout(self, session: Session, *, reason: str = "") -> None:
+        """End a session (audited)."""
+        self.access.logout(session, reason=reason)
+
+    def has_users(self) -> bool:
+        """Whether any user exists; without users the station runs operator-only."""
+        return self.access.has_users()
+
+    def login_names(self) -> list[str]:
+        """The names the keypad offers."""
+        return self.access.login_names()
+
+    def may(self, session: Session, action: Action) -> bool:
+        """Whether the session may do `action` (no audit: for showing what is possible)."""
+        from station.app.roles import allowed
+
+        return allowed(session.role, action)
+
+    def authorize(self, session: Session, action: Action, object: str = "") -> None:
+        """PermissionDenied (audited) unless the session may do `action`."""
+        self.access.authorize(session, action, object)
+
+    # -- the line ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Take the data directory, open the records and start the line (returns at once).
+
+        DataDirInUse when another station runs on the same directory.
+        """
+        if self._started:
+            raise RuntimeError("the station is already started")
+        self._lock.acquire()
+        try:
+            remove_stale_temporaries(self.data_dir)
+            try:
+                moved = self.recorder.recover_spool()
+                if moved:
+                    log.warning("moved %d results from the records spool into the database", moved)
+            except StorageError as exc:  # the writer thread will fail the same way, visibly
+                log.error("records spool not recovered: %s", exc)
+            self.recorder.start()
+            self._started = True
+            self.line.start()
+        except BaseException:
+            self.recorder.stop()
+            self.recorder.join(10.0)
+            self._lock.release()
+            raise
+
+    def camera(self, device: str | None = None) -> Camera:
+        """The configured camera, not opened (the line calls this on its acquisition thread);
+        an empty replay path is the demo product, written first if it is missing."""
+        default = (
+            ensure_demo_product(self.data_dir)
+            if uses_demo_replay(self.cfg) and device is None
+            else None
+        )
+        return open_camera(self.cfg.camera, device=device, replay_default=default)
+
+    def _last_part_sequence(self, prefix: str) -> int:
+        try:
+            return self.db().max_part_sequence(prefix)
+        except StorageError as exc:  # no records: ids still unique within this run
+            log.error("part ids: records unreadable (%s); numbering from 1", exc)
+            return 0
+
+    def stop(
+        self, timeout: float = 30.0, *, reason: str = "stopped", session: Session | None = None
+    ) -> bool:
+        """Stop the line, write the last records, release the data directory; True when all
+        ended in time. With a `session` this is a person's action (role checked, audited)."""
+        if session is not None:
+            self.authorize(session, Action.STOP)
+            self.access.record(session, "stop", object=self.product, reason=reason)
+        ok = self.line.stop(timeout, reason=reason)
+        return ok and self._records_closed
+
+    def _line_stopped(self) -> None:
+        # The line has ended (stopped, failed, or finished its frames): write the last records,
+        # then let the next station have the data directory.
+        self.recorder.stop()
+        self._records_closed = self.recorder.join(30.0)
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the line has finished (stopped, failed, or done its max frames)."""
+        return self.line.wait(timeout)
+
+    def pause(self, session: Session) -> None:
+        """Stop taking frames (operator and up; audited)."""
+        self.authorize(session, Action.PAUSE)
+        before = self.line.state.value
+        self.line.pause()
+        self.access.record(session, "pause", object=self.product, before=before, after="paused")
+
+    def resume(self, session: Session) -> None:
+        """Take frames again (operator and up; audited)."""
+        self.authorize(session, Action.PAUSE)
+        before = self.line.state.value
+        self.line.resume()
+        self.access.record(session, "resume", object=self.product, before=before, after="running")
+
+    # -- observation (cheap, any thread) --------------------------------------------------------
+    def status(self) -> LineStatus:
+        """The line's snapshot with the shift's counters, the records' alarms and free disk."""
+        st = self.line.status()
+        if not self._started:
+            return st
+        rec = self.recorder
+        counters = st.counters
+        try:
+            counters = rec.shift_counts().to_counters(counters)
+        except StorageError as exc:  # records unreadable: this run's counts, and say why once
+            if self._recorder_alarm is None:
+                log.warning("shift counters unavailable, showing this run's: %s", exc)
+        alarms = tuple(a for a in (self._recorder_alarm, rec.alarm) if a)
+        return dataclasses.replace(
+            st, counters=counters, alarms=st.alarms + alarms, disk_free_mb=self._disk_free_mb()
+        )
+
+    def latest(self) -> InspectionResult | None:
+        """The newest result (a display only ever shows the last part)."""
+        return self.line.latest()
+
+    def subscribe(
+        self, callback: Callable[[InspectionResult], None], *, queue_size: int = 8
+    ) -> Subscription:
+        """`callback` with every result on its own thread (it may lose some when behind)."""
+        return self.line.subscribe(callback, queue_size=queue_size)
+
+    def subscribe_events(
+        self, callback: Callable[[StationEvent], None], *, queue_size: int = 256
+    ) -> Subscription:
+        """`callback` with every station event on its own thread."""
+        return self.line.subscribe_events(callback, queue_size=queue_size)
+
+    def record_event(self, event: StationEvent) -> None:
+        """Record an event from outside the line (e.g. a GUI error)."""
+        if self._started and self.recorder.submit_event(event):
+            return
+        self.db().add_event(event)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every result so far is in the database."""
+        return self.recorder.flush(timeout)
+
+    def _recorder_failed(self, worker: Worker, exc: BaseException) -> None:
+        # Storage problems never stop the line: the operator sees the alarm, parts keep flowing.
+        self._recorder_alarm = f"records unavailable: {exc}"
+        log.error("records unavailable: %s", exc)
+
+    def _disk_free_mb(self) -> float | None:
+        now = time.monotonic()
+        at, value = self._disk_free
+        if now - at >= DISK_FREE_EVERY_S or value is None:
+            value = self.recorder.disk_free_mb()
+            self._disk_free = (now, value)
+        return value
+
+    # -- records -------------------------------------------------------------------------------
+    def inspections(
+        self,
+        session: Session,
+        since: TimeArg = None,
+        until: TimeArg = None,
+        verdict: Verdict | str | None = None,
+        limit: int | None = None,
+    ) -> list[InspectionRow]:
+        """Recorded inspections, newest first (technician, QA, admin)."""
+        self.authorize(session, Action.VIEW_HISTORY)
+        return self.db().query_inspections(since, until, verdict, limit)
+
+    def events(
+        self,
+        session: Session,
+        since: TimeArg = None,
+        until: TimeArg = None,
+        kind: str | None = None,
+        limit: int | None = None,
+    ) -> list[EventRow]:
+        """Recorded events, newest first (technician, QA, admin)."""
+        self.authorize(session, Action.VIEW_HISTORY)
+        return self.db().query_events(since, until, kind, limit)
+
+    # -- audit ---------------------------------------------------------------------------------
+    def audit_rows(
+        self, session: Session, since: TimeArg = None, until: TimeArg = None
+    ) -> list[AuditRow]:
+        """The audit trail, oldest first (QA, admin)."""
+        self.authorize(session, Action.AUDIT)
+        return self.access.audit.rows(since, until)
+
+    def verify_audit(self, session: Session) -> Verification:
+        """Check the audit trail's hash chain and head (QA, admin)."""
+        self.authorize(session, Action.AUDIT)
+        return self.access.audit.verify()
+
+    # -- models --------------------------------------------------------------------------------
+    def model_versions(self, product: str | None = None) -> list[ModelVersion]:
+        """A product's versions (default: the configured one), oldest first."""
+        product = check_product_name(product or self.product)
+        current = self.store.current(product)
+        out = []
+        for v in self.store.versions(product):
+            path = self.store.product_dir(product) / v
+            try:
+                m, _ = read_manifest(path)
+            except ModelError as exc:
+                log.warning("%s: %s", path, exc)
+                continue
+            out.append(
+                ModelVersion(
+                    product=product,
+                    version=v,
+                    current=current is not None and current.name == v,
+                    threshold=m.threshold,
+                    threshold_source=m.threshold_source,
+                    created_at=m.created_at,
+                    created_by=m.created_by,
+                    bank_size=m.bank_size,
+                    backbone=m.backbone,
+                    n_train=m.n_train,
+                )
+            )
+        return out
+
+    def set_threshold(
+        self, session: Session, value: float, *, product: str | None = None, reason: str = ""
+    ) -> ModelVersion:
+        """Write a new version of the product's current model with the reject limit `value`
+        (technician, admin; audited). Versions are sealed: the old one stays as it was, and the
+        new one runs only once activated."""
+        product = check_product_name(product or self.product)
+        self.authorize(session, Action.THRESHOLD, product)
+        if not isinstance(value, int | float) or value != value or value <= 0:
+            raise StationError(f"a reject limit must be a positive number, not {value!r}")
+        base = self.store.current(product)
+        if base is None:
+            raise StationError(f"product '{product}' has no model to set a limit on")
+        old, _ = read_manifest(base)
+        out = self.store.derive(
+            product,
+            base,
+            threshold=float(value),
+            threshold_source=f"set by {session.user}" + (f": {reason}" if reason else ""),
+            created_by=f"{session.user} ({session.via})",
+        )
+        self.access.record(
+            session,
+            "threshold",
+            object=f"{product}/{out.name}",
+            before=f"{base.name}: {old.threshold:.6g}",
+            after=f"{out.name}: {float(value):.6g}",
+            reason=reason,
+        )
+        return next(v for v in self.model_versions(product) if v.version == out.name)
+
+    def activate_model(
+        self, session: Session, version: str, *, product: str | None = None, reason: str = ""
+    ) -> None:
+        """Make `version` the product's current model (technician, admin; audited); a running
+        line on that product switches at the next frame."""
+        product = check_product_name(product or self.product)
+        self.authorize(session, Action.MODEL, f"{product}/{version}")
+        before = self.store.current(product)
+        self.store.set_current(product, version, by=session.user)
+        self.access.record(
+            session,
+            "model_activate",
+            object=product,
+            before=before.name if before is not None else None,
+            after=version,
+            reason=reason,
+        )
+        if product == self.product:
+            self.line.reload_model()
+
+    def rollback_model(
+        self, session: Session, *, product: str | None = None, reason: str = ""
+    ) -> str:
+        """Back to the version that was current before this one (technician, admin; audited)."""
+        product = check_product_name(product or self.product)
+        self.authorize(session, Action.MODEL, product)
+        previous = self.store.previous(product)
+        if previous is None:
+            raise StationError(f"product '{product}' has no earlier active version to go back to")
+        before = self.store.current(product)
+        self.store.set_current(product, previous, by=session.user)
+        self.access.record(
+            session,
+            "model_rollback",
+            object=product,
+            before=before.name if before is not None else None,
+            after=previous,
+            reason=reason,
+        )
+        if product == self.product:
+            self.line.reload_model()
+        return previous

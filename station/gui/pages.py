@@ -1,0 +1,156 @@
+"""The pages beside the operator's: Setup (technician), History and reports (QA), Settings (admin).
+
+Each is given the app in its constructor and asks it for everything it shows, with the shell's
+session (the app checks the role again). A page whose screens are not built yet says so plainly
+and names what to use meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from station.app.access import Session
+from station.app.roles import Action, PermissionDenied
+from station.core.errors import StationError
+from station.gui.login import FIRST_ADMIN_HINT
+
+if TYPE_CHECKING:
+    from station.app import StationApp
+
+
+class Page(QWidget):
+    """A page of the shell: a heading, a body, and `refresh()` whenever it is shown."""
+
+    title = ""
+    action: Action | None = None  # what the session must be allowed to open the page
+
+    def __init__(self, app: StationApp, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.app = app
+        self.layout_ = QVBoxLayout(self)
+        self.layout_.setContentsMargins(16, 8, 16, 16)
+        self.layout_.setSpacing(16)
+        heading = QLabel(self.title, self)
+        heading.setObjectName("Heading")
+        self.layout_.addWidget(heading)
+        self.cards: dict[QLabel, QFrame] = {}
+
+    def refresh(self, session: Session) -> None:
+        """Show what is current for this session."""
+
+    def text_card(self, text: str) -> QLabel:
+        """A card of plain, wrapped text (a command in it is selectable); returns the label
+        (its card is `self.cards[label]`)."""
+        card = QFrame(self)
+        card.setObjectName("Card")
+        lay = QVBoxLayout(card)
+        lay.setContentsMargins(20, 16, 20, 16)
+        label = QLabel(text, card)
+        label.setWordWrap(True)
+        label.setObjectName("Stat")
+        label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(label)
+        self.layout_.addWidget(card)
+        self.cards[label] = card
+        return label
+
+
+class SetupPage(Page):
+    """The technician's setup: not built yet (the product wizard comes next)."""
+
+    title = "Setup"
+    action = Action.SETUP
+
+    def __init__(self, app: StationApp, parent: QWidget | None = None) -> None:
+        super().__init__(app, parent)
+        self.body = self.text_card(
+            "The product setup wizard is not built yet: camera check, collecting good parts, "
+            "building the model, choosing the reject limit and activating it will be here.\n\n"
+            "Until then, on the station PC:\n"
+            "  station fit --data FOLDER --out DATA_DIR/models/PRODUCT/vNNNN\n"
+            "  station evaluate --model MODEL --data FOLDER"
+        )
+        self.users_hint = self.text_card(FIRST_ADMIN_HINT)
+        self.layout_.addStretch(1)
+
+    def refresh(self, session: Session) -> None:
+        """Say how to make the first admin while there are no users."""
+        self.cards[self.users_hint].setVisible(not self.app.has_users())
+
+
+class HistoryPage(Page):
+    """History and shift reports for QA: not built yet."""
+
+    title = "History and reports"
+    action = Action.VIEW_HISTORY
+
+    def __init__(self, app: StationApp, parent: QWidget | None = None) -> None:
+        super().__init__(app, parent)
+        self.body = self.text_card(
+            "The history browser, part dispositions and shift reports are not built yet.\n\n"
+            "Until then, on the station PC:\n"
+            "  station log --since 8h --verdict NOK --csv nok.csv\n"
+            "  station audit --since 8h --csv audit.csv"
+        )
+        self.layout_.addStretch(1)
+
+
+class SettingsPage(Page):
+    """Admin: the users and the state of the audit trail."""
+
+    title = "Settings"
+    action = Action.SETTINGS
+
+    def __init__(self, app: StationApp, parent: QWidget | None = None) -> None:
+        super().__init__(app, parent)
+        self.users_label = self.text_card("")
+        row = QHBoxLayout()
+        self.verify_button = QPushButton("Check the audit trail", self)
+        self.verify_button.setStyleSheet("min-height: 80px; min-width: 320px;")
+        self.verify_button.clicked.connect(self._verify)
+        row.addWidget(self.verify_button)
+        row.addStretch(1)
+        self.layout_.addLayout(row)
+        self.audit_label = self.text_card("")
+        self.text_card(
+            "Users are added and removed on the station PC:\n"
+            "  station users add NAME --role operator|technician|qa|admin\n"
+            "  station users set-pin NAME      station users remove NAME\n"
+            "Other settings are in the station's config file; editing them here is not built yet."
+        )
+        self.layout_.addStretch(1)
+        self._session: Session | None = None
+
+    def refresh(self, session: Session) -> None:
+        """List the users (the app checks that the session is an admin)."""
+        self._session = session
+        self.audit_label.setText("Tap the button to check every audit row's hash chain.")
+        try:
+            users = self.app.access.users(session)
+        except (PermissionDenied, StationError) as exc:
+            self.users_label.setText(str(exc))
+            return
+        now = time.time()
+        lines = [f"{len(users)} users:"] + [
+            f"  {u.name:<20} {u.role.value:<11}"
+            + (f" locked for {u.locked_until - now:.0f} s" if u.locked_until > now else "")
+            for u in users
+        ]
+        self.users_label.setText("\n".join(lines))
+
+    def _verify(self) -> None:
+        if self._session is None:
+            return
+        try:
+            result = self.app.verify_audit(self._session)
+        except (PermissionDenied, StationError) as exc:
+            self.audit_label.setText(str(exc))
+            return
+        if result.ok:
+            self.audit_label.setText(f"Audit trail intact: {result.rows} rows checked.")
+        else:
+            self.audit_label.setText(f"AUDIT TRAIL BROKEN: {result.problem}")
