@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import re
 import sys
-from datetime import datetime, timedelta
-from typing import IO, Any
+from typing import Any
 
+from station.commands._tables import iso, parse_time, print_table, write_csv
 from station.core.errors import StationError
-
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 CSV_COLUMNS = (
     "id",
@@ -32,24 +27,6 @@ CSV_COLUMNS = (
     "override_time",
     "part_id",
 )
-
-
-def parse_time(text: str, now: datetime | None = None) -> datetime:
-    """'2026-11-21T06:00' (local time), '2026-11-21', or an age back from now: '8h', '30m', '2d'."""
-    m = _RELATIVE.match(text)
-    if m:
-        seconds = float(m.group(1)) * _UNIT_S[m.group(2).lower()]
-        return (now or datetime.now()) - timedelta(seconds=seconds)
-    try:
-        return datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise StationError(
-            f"'{text}' is not a time: use 2026-11-21T06:00, 2026-11-21, or an age like 8h, 30m, 2d"
-        ) from None
-
-
-def _iso(t: float | None) -> str:
-    return datetime.fromtimestamp(t).isoformat(timespec="milliseconds") if t is not None else ""
 
 
 def _verdict(text: str) -> str:
@@ -98,13 +75,13 @@ def run(args: argparse.Namespace) -> int:
             events = app.events(session, since, until, limit=args.limit)
             header = ["id", "time", "kind", "state", "message"]
             table = [
-                [str(e.id), _iso(e.time), e.kind, e.state.value if e.state else "", e.message]
+                [str(e.id), iso(e.time), e.kind, e.state.value if e.state else "", e.message]
                 for e in events
             ]
             if args.csv:
-                _write_csv(args.csv, header, table)
+                write_csv(args.csv, header, table)
             else:
-                _print_table(header, table, sys.stdout)
+                print_table(header, table, sys.stdout)
                 print(f"{len(table)} events in {path}")
             return 0
         rows = app.inspections(session, since, until, args.verdict, args.limit)
@@ -114,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         records = [
             [
                 r.id,
-                _iso(r.time),
+                iso(r.time),
                 r.frame_id,
                 r.source,
                 repr(r.score),
@@ -127,12 +104,12 @@ def run(args: argparse.Namespace) -> int:
                 r.map_path or "",
                 r.override_verdict.value if r.override_verdict else "",
                 r.override_operator or "",
-                _iso(r.override_time),
+                iso(r.override_time),
                 r.part_id or "",
             ]
             for r in rows
         ]
-        n = _write_csv(args.csv, list(CSV_COLUMNS), records)
+        n = write_csv(args.csv, list(CSV_COLUMNS), records)
         if args.csv != "-":
             print(f"wrote {n} rows to {args.csv}")
         return 0
@@ -145,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         table.append(
             [
                 str(r.id),
-                _iso(r.time)[:19].replace("T", " "),
+                iso(r.time)[:19].replace("T", " "),
                 str(r.frame_id),
                 verdict,
                 f"{r.score:.4g}",
@@ -156,31 +133,7 @@ def run(args: argparse.Namespace) -> int:
                 r.image_path or "",
             ]
         )
-    _print_table(header, table, sys.stdout)
+    print_table(header, table, sys.stdout)
     nok = sum(1 for r in rows if r.verdict.value == "NOK")
     print(f"{len(rows)} inspections ({nok} NOK) in {path}")
     return 0
-
-
-def _write_csv(out: str, header: list[str], rows: list[list[Any]]) -> int:
-    if out == "-":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-        return len(rows)
-    try:
-        with open(out, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            writer.writerows(rows)
-    except OSError as exc:
-        raise StationError(f"{out}: cannot write CSV: {exc}") from exc
-    return len(rows)
-
-
-def _print_table(header: list[str], rows: list[list[str]], out: IO[str]) -> None:
-    widths = [len(h) for h in header]
-    for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    for line in [header, *rows]:
-        out.write("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n")

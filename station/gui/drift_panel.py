@@ -58,7 +58,7 @@ class DriftLight(QPushButton):
         self.setText(_LIGHT_TEXT[self.level])
         self.setStyleSheet(
             f"QPushButton#DriftLight {{ background: {bg}; color: {fg}; border-color: {bg};"
-            " font-size: 16pt; padding: 4px 10px; min-width: 150px; min-height: 72px; }"
+            " font-size: 16pt; padding: 4px 10px; min-width: 126px; min-height: 72px; }"
         )
 
 

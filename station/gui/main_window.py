@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 15.0
-NAV_WIDTH = 120
+NAV_WIDTH = 116
 NAV_BUTTON_PX = 96  # at least 80 px for a gloved finger at 1280x800
 _INPUT_EVENTS = (
     QEvent.Type.MouseButtonPress,
@@ -148,10 +148,10 @@ class MainWindow(QMainWindow):
         self.nav_group.setExclusive(True)
         self.nav_buttons: dict[str, QPushButton] = {}
         for key, text in (
-            ("operator", "\u2302\nOperator"),
-            ("setup", "\u2692\nSetup"),
-            ("history", "\u2630\nHistory"),
-            ("settings", "\u2699\nSettings"),
+            ("operator", "Operator"),
+            ("setup", "Setup"),
+            ("history", "History"),
+            ("settings", "Settings"),
         ):
             b = self._nav_button(text)
             b.setCheckable(True)
@@ -161,7 +161,7 @@ class MainWindow(QMainWindow):
             self.nav_buttons[key] = b
         self.nav_buttons["operator"].setChecked(True)
         nav.addStretch(1)
-        self.user_button = self._nav_button("")
+        self.user_button = self._nav_button("", points=11)
         self.user_button.setObjectName("UserButton")
         self.user_button.clicked.connect(self._user_clicked)
         nav.addWidget(self.user_button)
@@ -176,11 +176,11 @@ class MainWindow(QMainWindow):
         self.confirm.stop_button.clicked.connect(lambda: self.confirm_close())
         self.confirm_sheet.close_button.hide()  # two explicit choices, no third way out
 
-    def _nav_button(self, text: str) -> QPushButton:
+    def _nav_button(self, text: str, points: int = 13) -> QPushButton:
         b = QPushButton(text, self.nav)
         b.setStyleSheet(
-            f"min-height: {NAV_BUTTON_PX}px; max-height: {NAV_BUTTON_PX}px; font-size: 14pt;"
-            "padding: 2px;"
+            f"min-height: {NAV_BUTTON_PX}px; max-height: {NAV_BUTTON_PX}px; "
+            f"font-size: {points}pt; padding: 2px;"
         )
         b.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         return b
@@ -259,6 +259,7 @@ class MainWindow(QMainWindow):
         except StationError as exc:
             return f"Login failed: {exc}"
         self._replace_session(session, reason="")
+        self.notice_bar.dismiss()  # what the last user was told is not for this one
         return None
 
     def _logged_in(self) -> None:

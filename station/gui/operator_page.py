@@ -129,7 +129,7 @@ class OperatorPage(QWidget):
         self.overlay_button.setCheckable(True)
         self.overlay_button.setChecked(True)
         self.overlay_button.toggled.connect(self.set_overlay_enabled)
-        self.overlay_button.setMinimumWidth(190)
+        self.overlay_button.setMinimumWidth(150)
         controls.addWidget(self.overlay_button)
         self.less_button = QPushButton("\u2212", self)  # minus sign: wider than a hyphen
         self.less_button.clicked.connect(lambda: self.step_opacity(-OPACITY_STEP))
@@ -145,7 +145,7 @@ class OperatorPage(QWidget):
         controls.addWidget(self.more_button)
         self.opacity_label = QLabel("", self)
         self.opacity_label.setObjectName("Stat")
-        self.opacity_label.setMinimumWidth(90)
+        self.opacity_label.setMinimumWidth(76)
         controls.addWidget(self.opacity_label)
         image_col.addLayout(controls)
         middle.addLayout(image_col, 1)

@@ -11,7 +11,15 @@ import time
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from station.app.access import Session
 from station.app.roles import Action, PermissionDenied
@@ -107,7 +115,16 @@ class SettingsPage(Page):
 
     def __init__(self, app: StationApp, parent: QWidget | None = None) -> None:
         super().__init__(app, parent)
-        self.users_label = self.text_card("")
+        card = QFrame(self)
+        card.setObjectName("Card")
+        self.users_grid = QGridLayout(card)
+        self.users_grid.setContentsMargins(20, 16, 20, 16)
+        self.users_grid.setHorizontalSpacing(48)
+        self.layout_.addWidget(card)
+        self.users_label = QLabel("", card)
+        self.users_label.setObjectName("Stat")
+        self.users_grid.addWidget(self.users_label, 0, 0, 1, 3)
+        self._user_cells: list[QLabel] = []
         row = QHBoxLayout()
         self.verify_button = QPushButton("Check the audit trail", self)
         self.verify_button.setStyleSheet("min-height: 80px; min-width: 320px;")
@@ -135,12 +152,19 @@ class SettingsPage(Page):
             self.users_label.setText(str(exc))
             return
         now = time.time()
-        lines = [f"{len(users)} users:"] + [
-            f"  {u.name:<20} {u.role.value:<11}"
-            + (f" locked for {u.locked_until - now:.0f} s" if u.locked_until > now else "")
-            for u in users
-        ]
-        self.users_label.setText("\n".join(lines))
+        self.users_label.setText(f"{len(users)} users:")
+        for cell in self._user_cells:
+            self.users_grid.removeWidget(cell)
+            cell.deleteLater()
+        self._user_cells = []
+        for i, u in enumerate(users, start=1):
+            lock = f"locked for {u.locked_until - now:.0f} s" if u.locked_until > now else ""
+            for j, text in enumerate((u.name, u.role.value, lock)):
+                cell = QLabel(text, self)
+                cell.setObjectName("Stat")
+                self.users_grid.addWidget(cell, i, j)
+                self._user_cells.append(cell)
+        self.users_grid.setColumnStretch(2, 1)
 
     def _verify(self) -> None:
         if self._session is None:

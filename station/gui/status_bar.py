@@ -48,8 +48,8 @@ class StatusBar(QFrame):
         lay.setSpacing(24)
         self.items: dict[str, QLabel] = {}
         for key, stretch in (
-            ("camera", 4),
-            ("model", 3),
+            ("camera", 3),
+            ("model", 4),
             ("runtime", 0),
             ("disk", 0),
             ("clock", 0),

@@ -301,6 +301,17 @@ class ModelStore:
             fh.flush()
             os.fsync(fh.fileno())
 
+    def pin_current(self, product: str) -> None:
+        """Write the CURRENT pointer if there is none, before a new version is added: without it
+        the newest version counts as current, and a version must never go live by being written.
+        """
+        d = self.product_dir(product)
+        if (d / CURRENT).is_file():
+            return
+        current = self.current(product)
+        if current is not None:
+            self.set_current(product, current.name, by="(in use before a new version was added)")
+
     def history(self, product: str) -> list[str]:
         """Versions in the order they were activated (oldest first)."""
         path = self.product_dir(product) / HISTORY
@@ -329,6 +340,7 @@ class ModelStore:
         """A new sealed version: `base`'s bank and extractor with manifest fields changed (e.g.
         the threshold). Versions never change once written; this writes the next one."""
         artifact = load_artifact(base)
+        self.pin_current(product)
         out = self.next_version_dir(product)
         manifest = dataclasses.replace(
             artifact.manifest,

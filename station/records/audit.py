@@ -226,11 +226,12 @@ class AuditTrail:
             if hid < 0:
                 return Verification(False, len(rows), f"{self.head_path} is damaged", None)
             if hid > last_id:
+                gone = f"row {hid}" if hid == last_id + 1 else f"rows {last_id + 1}-{hid}"
                 return Verification(
                     False,
                     len(rows),
-                    f"audit rows {last_id + 1}-{hid} deleted: {self.head_path.name} names row "
-                    f"{hid}, the table ends at {last_id}",
+                    f"audit {gone} deleted: {self.head_path.name} names row {hid}, the table "
+                    f"ends at {last_id}",
                     last_id + 1,
                 )
             by_id = {r.id: r for r in rows}

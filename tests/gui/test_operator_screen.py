@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,94 +20,11 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
 from PySide6.QtCore import QPoint, Qt
-from PySide6.QtWidgets import QApplication
+from screens import SIZES, Shooter, drag, settle, wait_until  # tests/gui/screens.py
 
 from station.core.result import StationState, Verdict
 
 pytestmark = pytest.mark.slow
-
-SIZES = ((1280, 800), (1920, 1080))
-THEMES = ("dark", "light")
-WAIT_S = 40.0  # generous: the machine running the tests may be busy
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S, what: str = "") -> None:
-    """Run the Qt event loop until `predicate()` holds (the display timer keeps ticking)."""
-    app = QApplication.instance()
-    assert app is not None
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        app.processEvents()
-        time.sleep(0.01)
-
-
-def settle(ms: int = 60) -> None:
-    """Let layouts and repaints run."""
-    app = QApplication.instance()
-    assert app is not None
-    end = time.monotonic() + ms / 1000
-    while time.monotonic() < end:
-        app.processEvents()
-        time.sleep(0.005)
-
-
-def drag(widget: Any, start: QPoint, by: QPoint) -> None:
-    """Press, move in steps with the button held, release (QTest cannot move a held button)."""
-    from PySide6.QtCore import QEvent, QPointF
-    from PySide6.QtGui import QMouseEvent
-
-    def send(kind: QEvent.Type, pos: QPoint, buttons: Any) -> None:
-        p = QPointF(pos)
-        ev = QMouseEvent(
-            kind,
-            p,
-            widget.mapToGlobal(p),
-            Qt.MouseButton.LeftButton,
-            buttons,
-            Qt.KeyboardModifier.NoModifier,
-        )
-        QApplication.sendEvent(widget, ev)
-
-    held = Qt.MouseButton.LeftButton
-    send(QEvent.Type.MouseButtonPress, start, held)
-    for i in range(1, 6):
-        send(QEvent.Type.MouseMove, start + by * (i / 5), held)
-    send(QEvent.Type.MouseButtonRelease, start + by, Qt.MouseButton.NoButton)
-    settle()
-
-
-class Shooter:
-    """Saves the window in both themes and both sizes with the display held still."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.saved: list[Path] = []
-
-    def __call__(self, window: Any, state: str) -> list[Path]:
-        """Freeze the display, save `state` 4 times, restore theme, size and the timer."""
-        theme0, size0 = window.theme.name, (window.width(), window.height())
-        window.timer.stop()  # the picture must be the same in all four
-        out = []
-        try:
-            for theme in THEMES:
-                window.apply_theme(theme)
-                for w, h in SIZES:
-                    window.resize(w, h)
-                    settle()
-                    # Nothing may hold the window larger than the screen (text pushed off it).
-                    assert (window.width(), window.height()) == (w, h), (state, theme)
-                    path = self.folder / f"{state}-{theme}-{w}x{h}.png"
-                    assert window.grab().save(str(path)), path
-                    out.append(path)
-        finally:
-            window.apply_theme(theme0)
-            window.resize(*size0)
-            window.timer.start()
-            settle()
-        self.saved += out
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +144,10 @@ def test_overlay_toggle_and_opacity_change_the_drawn_image(
 
     with_overlay = drawn()
     qtbot.mouseClick(window.operator.overlay_button, Qt.MouseButton.LeftButton)
-    assert not window.operator.overlay_button.isChecked() and window.operator.overlay_button.text() == "Overlay OFF"
+    assert (
+        not window.operator.overlay_button.isChecked()
+        and window.operator.overlay_button.text() == "Overlay OFF"
+    )
     without = drawn()
     assert np.mean(with_overlay != without) > 0.001, "overlay off did not change the image"
     qtbot.mouseClick(window.operator.overlay_button, Qt.MouseButton.LeftButton)
@@ -304,7 +224,10 @@ def test_counters_match_the_records_in_sqlite(station: Any, qtbot: Any, shoot: S
     line, window, _ = station
     qtbot.mouseClick(window.operator.pause_button, Qt.MouseButton.LeftButton)
     wait_until(lambda: window.operator.banner.state.title == "PAUSED", what="the paused banner")
-    assert window.operator.banner.state.kind == "amber" and window.operator.pause_button.text() == "Resume"
+    assert (
+        window.operator.banner.state.kind == "amber"
+        and window.operator.pause_button.text() == "Resume"
+    )
     # Frames already queued are still inspected: wait until the count stands still.
     last = [-1, time.monotonic()]
 
@@ -317,7 +240,9 @@ def test_counters_match_the_records_in_sqlite(station: Any, qtbot: Any, shoot: S
     wait_until(still, what="the counters to stand still")
     assert line.recorder.flush(10.0)
     c = line.status().counters
-    wait_until(lambda: window.operator.counters.text("inspected") == f"{c.inspected:,}", what="the GUI")
+    wait_until(
+        lambda: window.operator.counters.text("inspected") == f"{c.inspected:,}", what="the GUI"
+    )
     rows = line.recorder.query_inspections()
     nok_rows = [r for r in rows if r.verdict == Verdict.NOK]
     shifts = line.recorder.reader().all_shift_counts()
@@ -341,7 +266,8 @@ def test_camera_loss_shows_amber_and_recovers(station: Any, shoot: Shooter) -> N
     replay.rename(data / "replay.gone")  # the cable is pulled
     try:
         wait_until(
-            lambda: window.operator.banner.state.title == "CAMERA LOST", what="the camera-lost banner"
+            lambda: window.operator.banner.state.title == "CAMERA LOST",
+            what="the camera-lost banner",
         )
         assert window.operator.banner.state.kind == "amber"
         assert "Reconnecting" in window.operator.banner.state.detail
@@ -357,7 +283,9 @@ def test_camera_loss_shows_amber_and_recovers(station: Any, shoot: Shooter) -> N
         ),
         what="the line to reconnect and inspect again",
     )
-    wait_until(lambda: window.operator.banner.state.kind in ("ok", "nok"), what="a verdict on the banner")
+    wait_until(
+        lambda: window.operator.banner.state.kind in ("ok", "nok"), what="a verdict on the banner"
+    )
     events = (
         [e.message for e in line.recorder.query_events(kind="state")]
         if line.recorder.flush()
@@ -383,7 +311,9 @@ def test_disk_full_is_amber_with_the_reason(station: Any, shoot: Shooter) -> Non
 
     window.operator.app = DiskFull()
     try:
-        wait_until(lambda: window.operator.banner.state.title == "DISK FULL", what="the disk-full banner")
+        wait_until(
+            lambda: window.operator.banner.state.title == "DISK FULL", what="the disk-full banner"
+        )
         assert window.operator.banner.state.kind == "amber"
         assert "12 results not recorded" in window.operator.banner.state.detail
         assert window.operator.status_bar.text("disk") == "disk 3 MB free"
@@ -452,7 +382,9 @@ def test_no_model_shows_amber_with_the_reason(
     window.resize(*SIZES[0])
     window.show()
     try:
-        wait_until(lambda: window.operator.banner.state.title == "NO MODEL", what="the no-model banner")
+        wait_until(
+            lambda: window.operator.banner.state.title == "NO MODEL", what="the no-model banner"
+        )
         assert window.operator.banner.state.kind == "amber"
         assert "bracket" in window.operator.banner.state.detail
         assert window.operator.status_bar.text("model").startswith("Model: none")
