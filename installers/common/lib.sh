@@ -171,6 +171,16 @@ remove_path() {
 
 # -- packages, users, groups ------------------------------------------------------------------
 
+# What Qt's X11 platform plugin (xcb) loads and the PySide6 wheels do not bundle; without one of
+# them the window aborts under X with "Could not load the Qt platform plugin xcb" (naming none
+# of these). Read off `ldd` of the plugin on Debian 12; the README lists the same.
+# shellcheck disable=SC2034  # used by the installers that source this file
+QT_XCB_PACKAGES=(
+    libdbus-1-3 libegl1 libfontconfig1 libgl1 libglib2.0-0 libx11-xcb1 libxcb-cursor0
+    libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0
+    libxcb-shape0 libxcb-sync1 libxcb-xfixes0 libxcb-xkb1 libxkbcommon-x11-0
+)
+
 package_installed() {
     [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]
 }

@@ -137,9 +137,10 @@ install_python_stack() {
 do_install() {
     preflight
     log "== packages"
-    # python3-libnvinfer: TensorRT's Python bindings from JetPack; libxcb-cursor0: Qt 6.5+.
-    ensure_packages python3-venv python3-dev build-essential python3-libnvinfer \
-        libxcb-cursor0 libxkbcommon-x11-0 udev
+    # python3-libnvinfer: TensorRT's Python bindings from JetPack; QT_XCB_PACKAGES (lib.sh):
+    # what Qt on X11 needs beside the PySide6 wheels.
+    ensure_packages python3-venv python3-dev build-essential python3-libnvinfer udev \
+        "${QT_XCB_PACKAGES[@]}"
     install_station
 }
 

@@ -117,8 +117,8 @@ install_python_stack() {
 do_install() {
     preflight
     log "== packages"
-    # libxcb-cursor0 and friends: Qt 6.5+ on X11 (PySide6 wheels bundle Qt, not these).
-    local packages=(python3-venv libxcb-cursor0 libxkbcommon-x11-0 libegl1 libgl1 udev)
+    # QT_XCB_PACKAGES (lib.sh): what Qt on X11 needs beside the PySide6 wheels.
+    local packages=(python3-venv udev "${QT_XCB_PACKAGES[@]}")
     ((WITH_TENSORRT)) && packages+=(python3-dev build-essential)
     ensure_packages "${packages[@]}"
     install_station

@@ -47,16 +47,66 @@ def application() -> QApplication:
     return app
 
 
+# What Qt's xcb plugin loads that the PySide6 wheels do not bundle: soname -> Debian package.
+# Qt aborts the whole process when one is missing and names another; checking first lets the
+# station say which. The installers' QT_XCB_PACKAGES (installers/common/lib.sh) is the same set.
+X11_LIBRARIES = {
+    "libxcb-cursor.so.0": "libxcb-cursor0",
+    "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1",
+    "libxcb-randr.so.0": "libxcb-randr0",
+    "libxcb-render-util.so.0": "libxcb-render-util0",
+    "libxcb-shape.so.0": "libxcb-shape0",
+    "libxcb-sync.so.1": "libxcb-sync1",
+    "libxcb-xfixes.so.0": "libxcb-xfixes0",
+    "libxcb-xkb.so.1": "libxcb-xkb1",
+    "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+    "libX11-xcb.so.1": "libx11-xcb1",
+    "libEGL.so.1": "libegl1",
+    "libGL.so.1": "libgl1",
+    "libfontconfig.so.1": "libfontconfig1",
+    "libdbus-1.so.3": "libdbus-1-3",
+    "libglib-2.0.so.0": "libglib2.0-0",
+}
+
+
+def missing_x11_libraries() -> dict[str, str]:
+    """The libraries of X11_LIBRARIES this system cannot load (soname -> package)."""
+    import ctypes
+
+    missing = {}
+    for soname, package in X11_LIBRARIES.items():
+        try:
+            ctypes.CDLL(soname)
+        except OSError:
+            missing[soname] = package
+    return missing
+
+
 def display_problem() -> str | None:
-    """Why no window can open here (Linux without a display and no QPA chosen), else None."""
-    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+    """Why no window can open here (Linux without a display and no QPA chosen, or X11 without
+    the libraries Qt needs), else None."""
+    if not sys.platform.startswith("linux"):
         return None
-    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
-        return None
-    return (
-        "no display (neither DISPLAY nor WAYLAND_DISPLAY is set): run `station run --headless`, "
-        "or set QT_QPA_PLATFORM (e.g. eglfs on a kiosk panel, offscreen for a smoke test)"
-    )
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if not platform and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return (
+            "no display (neither DISPLAY nor WAYLAND_DISPLAY is set): run `station run "
+            "--headless`, or set QT_QPA_PLATFORM (e.g. eglfs on a kiosk panel, offscreen for a "
+            "smoke test)"
+        )
+    # With WAYLAND_DISPLAY Qt may take its wayland plugin, which needs none of these.
+    wayland = bool(os.environ.get("WAYLAND_DISPLAY"))
+    x11 = platform == "xcb" or (not platform and bool(os.environ.get("DISPLAY")) and not wayland)
+    missing = missing_x11_libraries() if x11 else {}
+    if missing:
+        return (
+            f"the window needs system libraries that are not installed: {', '.join(missing)}; "
+            f"on Debian or Ubuntu: sudo apt-get install {' '.join(sorted(set(missing.values())))}"
+            " (installers/linux/install.sh does this), or run `station run --headless`"
+        )
+    return None
 
 
 def run_gui(

@@ -161,3 +161,32 @@ def test_counters_panel_names_the_shift(qtbot) -> None:
     qtbot.waitUntil(lambda: panel.captions["inspected"].text() == "Since 14:00", timeout=2000)
     panel.set_counters(Counters(inspected=3))  # records unreadable: no shift to name
     assert panel.captions["inspected"].text() == "Inspected"
+
+
+def test_missing_x11_libraries_are_named_before_qt_aborts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uninstalling a system library is not a fault a test may cause, so one soname that cannot
+    exist stands in for it; the check itself dlopens for real."""
+    import subprocess
+    from pathlib import Path
+
+    from station.gui import app as gui_app
+
+    repo = Path(__file__).resolve().parents[2]
+    lib = repo / "installers" / "common" / "lib.sh"
+    listed = subprocess.run(
+        ["bash", "-c", f"source {lib}; echo ${{QT_XCB_PACKAGES[@]}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert sorted(listed) == sorted(set(gui_app.X11_LIBRARIES.values()))  # one list, two places
+    readme = (repo / "README.md").read_text()
+    assert all(p in readme for p in listed), "the README names every package"
+
+    monkeypatch.setitem(gui_app.X11_LIBRARIES, "libxcb-doesnotexist.so.9", "libxcb-doesnotexist9")
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("DISPLAY", ":0")
+    problem = gui_app.display_problem()
+    assert problem is not None and "libxcb-doesnotexist.so.9" in problem
+    assert "sudo apt-get install" in problem and "libxcb-doesnotexist9" in problem
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert gui_app.display_problem() is None  # not X11: nothing of this is needed
