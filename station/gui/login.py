@@ -82,9 +82,9 @@ class LoginPanel(QWidget):
         outer.addLayout(row, 1)
 
         names_col = QVBoxLayout()
-        caption = QLabel("Who are you?", self)
-        caption.setObjectName("Caption")
-        names_col.addWidget(caption)
+        self.caption = QLabel("Who are you?", self)
+        self.caption.setObjectName("Caption")
+        names_col.addWidget(self.caption)
         self.names_area = QScrollArea(self)
         self.names_area.setWidgetResizable(True)
         self.names_box = QWidget()
@@ -133,6 +133,9 @@ class LoginPanel(QWidget):
             self.message.setText(FIRST_ADMIN_HINT)
         else:
             self.message.setText(hint or "Choose your name, then enter your PIN.")
+        # Nobody to log in as: only the way to make the first admin, no empty list and keypad.
+        for w in (self.caption, self.names_area, self.pin_label, self.keypad):
+            w.setVisible(bool(names))
         self.keypad.setEnabled(bool(names))
 
     def choose(self, name: str) -> None:

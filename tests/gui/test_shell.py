@@ -198,3 +198,31 @@ def test_pause_needs_a_pin_when_operators_log_in(
         app.stop(30.0)
         window.close()
         app.close()
+
+
+def test_without_users_setup_says_how_to_make_the_first_admin(
+    qapp: Any, make_data_dir: Any, gui_config: Any, qtbot: Any, shoot: Shooter
+) -> None:
+    from station.app import StationApp
+    from station.gui.login import FIRST_ADMIN_HINT
+    from station.gui.main_window import MainWindow
+
+    data = make_data_dir()
+    cfg = gui_config(data)
+    app = StationApp(cfg, data)  # not started: the shell alone
+    window = MainWindow(app, cfg)
+    window.resize(*SIZES[0])
+    window.show()
+    try:
+        assert window.session.anonymous and window.session.role == Role.OPERATOR
+        qtbot.mouseClick(window.nav_buttons["setup"], Qt.MouseButton.LeftButton)
+        settle()
+        assert window.login_sheet.isVisible()
+        assert window.login_panel.message.text() == FIRST_ADMIN_HINT
+        assert "station users add NAME --role admin" in FIRST_ADMIN_HINT
+        assert not window.login_panel.keypad.isVisible()  # nobody to log in as
+        shoot(window, "25-no-users")
+    finally:
+        window._can_close = True
+        window.close()
+        app.close()
