@@ -1,9 +1,16 @@
 """Users, PIN logins with lockout, sessions, and the check-then-audit of every action.
 
 PINs are stored as salted scrypt hashes (`hashlib.scrypt`, n=2^14, r=8: about 50 ms and 16 MB a
-try, so guessing a 4-digit PIN offline costs hours, and on the touchscreen the lockout stops it
-after `max_tries`). A lockout lasts `lockout_s`, doubling with each further one (at most an
-hour), and is stored with the user, so a restart does not lift it.
+try). On the touchscreen the lockout stops guessing after `max_tries`; a lockout lasts
+`lockout_s`, doubling with each further one (at most an hour), and is stored with the user, so a
+restart does not lift it. Offline, whoever can read the database finds a 4-digit PIN within
+minutes whatever the hash, so the database file is readable by its owner only (0600) and the
+minimum length is a setting (`access.min_pin_digits`).
+
+Every change to a user and its audit row commit in one transaction. A login's check and its
+lockout bookkeeping are one transaction too (after the slow hash), so two attempts at once cannot
+both count as the first wrong one. A session of a user who was removed, or whose PIN or role
+changed, is refused at its next action.
 
 The touchscreen's default session is the operator, without a PIN, unless `access.operator_pin`
 is set and users exist; then nobody is logged in until an operator enters a PIN. With no users
@@ -20,15 +27,17 @@ import hmac
 import math
 import re
 import secrets
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from station.app.roles import Action, PermissionDenied, Role, allowed, parse_role, roles_for
 from station.config import AccessConfig
-from station.core.errors import StationError
+from station.core.errors import StationError, StorageError
 from station.records.audit import AuditRow, AuditTrail
 from station.records.db import Database
 from station.records.users import UserRow, UserTable
@@ -59,6 +68,7 @@ class Session:
     token: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
     since: float = field(default_factory=time.time)
     anonymous: bool = False  # the touchscreen's default user, not a person who logged in
+    stamp: str = field(default="", repr=False)  # the user's PIN hash at login ("" = no user)
 
     @property
     def label(self) -> str:
@@ -122,6 +132,7 @@ class Access:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg or AccessConfig()
+        self.db = db
         self.users_table = UserTable(db)
         self.audit = audit
         self.clock = clock
@@ -156,44 +167,60 @@ class Access:
 
     def login(self, name: str, pin: str, *, via: str = "touchscreen") -> Session:
         """Check a PIN; a session on success, else LoginRefused (audited either way)."""
-        now = self.clock()
         row = self.users_table.get(name.strip())
         if row is None:
             pin_matches(pin, self._dummy)
             self._note(name, "", "login_refused", reason="unknown user", via=via)
             raise LoginRefused("wrong name or PIN")
-        if row.locked_until > now:
-            left = math.ceil(row.locked_until - now)
-            self._note(row.name, row.role, "login_refused", reason="locked", via=via)
-            raise LoginRefused(
-                f"{row.name} is locked for another {_duration(left)} after too many wrong PINs",
-                left,
-            )
-        if pin_matches(pin, row.pin_hash):
-            if row.failed or row.lockouts or row.locked_until:
-                self.users_table.update(row.name, failed=0, locked_until=0.0, lockouts=0)
-            session = self._register(Session(row.name, Role(row.role), via))
-            self._note(row.name, row.role, "login", via=via)
-            return session
-        failed = row.failed + 1
-        if failed >= self.cfg.max_tries:
-            seconds = min(MAX_LOCKOUT_S, self.cfg.lockout_s * 2**row.lockouts)
-            self.users_table.update(
-                row.name, failed=0, locked_until=now + seconds, lockouts=row.lockouts + 1
-            )
-            self._note(
-                row.name,
-                row.role,
-                "lockout",
-                after=f"locked {seconds:.0f} s",
-                reason=f"{failed} wrong PINs",
-                via=via,
-            )
-            raise LoginRefused(f"wrong PIN: {row.name} is locked for {_duration(seconds)}", seconds)
-        self.users_table.update(row.name, failed=failed)
-        self._note(row.name, row.role, "login_refused", reason="wrong PIN", via=via)
-        left = self.cfg.max_tries - failed
-        raise LoginRefused(f"wrong PIN ({left} {'try' if left == 1 else 'tries'} left)")
+        if row.locked_until > self.clock():
+            self._refuse_locked(row, row.locked_until - self.clock(), via)
+        good = pin_matches(pin, row.pin_hash)  # slow: outside the write transaction
+        refused: LoginRefused | None = None
+        with self._writing(f"login of {row.name}") as (cur, rows):
+            fresh = self.users_table.read(cur, row.name)
+            now = self.clock()
+            if fresh is None or fresh.pin_hash != row.pin_hash:
+                refused = LoginRefused("wrong name or PIN")  # removed or changed meanwhile
+            elif fresh.locked_until > now:  # another attempt locked it meanwhile
+                left = fresh.locked_until - now
+                rows.append(self._row(cur, fresh.name, fresh.role, "login_refused",
+                                      reason="locked", via=via))  # fmt: skip
+                refused = _locked(fresh.name, left)
+            elif good:
+                if fresh.failed or fresh.lockouts or fresh.locked_until:
+                    self.users_table.update(cur, fresh.name, failed=0, locked_until=0.0, lockouts=0)
+                rows.append(self._row(cur, fresh.name, fresh.role, "login", via=via))
+            else:
+                failed = fresh.failed + 1
+                if failed >= self.cfg.max_tries:
+                    seconds = min(MAX_LOCKOUT_S, self.cfg.lockout_s * 2**fresh.lockouts)
+                    self.users_table.update(
+                        cur, fresh.name, failed=0, locked_until=now + seconds,
+                        lockouts=fresh.lockouts + 1,
+                    )  # fmt: skip
+                    rows.append(
+                        self._row(cur, fresh.name, fresh.role, "lockout",
+                                  after=f"locked {seconds:.0f} s",
+                                  reason=f"{failed} wrong PINs", via=via)
+                    )  # fmt: skip
+                    refused = LoginRefused(
+                        f"wrong PIN: {fresh.name} is locked for {_duration(seconds)}", seconds
+                    )
+                else:
+                    self.users_table.update(cur, fresh.name, failed=failed)
+                    rows.append(self._row(cur, fresh.name, fresh.role, "login_refused",
+                                          reason="wrong PIN", via=via))  # fmt: skip
+                    left = self.cfg.max_tries - failed
+                    refused = LoginRefused(
+                        f"wrong PIN ({left} {'try' if left == 1 else 'tries'} left)"
+                    )
+        if refused is not None:
+            raise refused
+        return self._register(Session(row.name, Role(row.role), via, stamp=row.pin_hash))
+
+    def _refuse_locked(self, row: UserRow, left: float, via: str) -> None:
+        self._note(row.name, row.role, "login_refused", reason="locked", via=via)
+        raise _locked(row.name, left)
 
     def logout(self, session: Session, *, reason: str = "") -> None:
         """End a session (audited when a person had logged in)."""
@@ -207,9 +234,18 @@ class Access:
         """Raise PermissionDenied (and audit the refusal) unless the session may do `action`."""
         with self._lock:
             known = self._sessions.get(session.token) == session
-        if known and allowed(session.role, action):
+        stale = known and self._stale(session)
+        if stale:
+            with self._lock:
+                self._sessions.pop(session.token, None)
+        if known and not stale and allowed(session.role, action):
             return
-        who = session.label if known else f"{session.user} (session not issued by this station)"
+        if stale:
+            who = f"{session.user} (logged out: the user was removed or their PIN or role changed)"
+        elif known:
+            who = session.label
+        else:
+            who = f"{session.user} (session not issued by this station)"
         why = (
             "log in first"
             if session.role is None
@@ -221,6 +257,17 @@ class Access:
             via=session.via,
         )  # fmt: skip
         raise PermissionDenied(f"{who} may not do this: {why}", action)
+
+    def _stale(self, session: Session) -> bool:
+        """A logged-in user's session no longer matches the user (removed, new PIN or role)."""
+        if not session.stamp:
+            return False  # the anonymous operator, nobody, the shell
+        row = self.users_table.get(session.user)
+        return (
+            row is None
+            or row.pin_hash != session.stamp
+            or row.role != getattr(session.role, "value", None)
+        )
 
     def record(
         self,
@@ -248,6 +295,29 @@ class Access:
     def _note(self, user: str, role: str, action: str, **kw: Any) -> AuditRow:
         return self.audit.append(user=user, role=str(role), action=action, **kw)
 
+    def _row(self, cur: sqlite3.Cursor, user: str, role: str, action: str, **kw: Any) -> AuditRow:
+        return self.audit.append_in(cur, user=user, role=str(role), action=action, **kw)
+
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[tuple[sqlite3.Cursor, list[AuditRow]]]:
+        """One transaction for a change and its audit rows; the head file follows the commit."""
+        rows: list[AuditRow] = []
+        try:
+            with self.db.transaction() as cur:
+                yield cur, rows
+        except sqlite3.IntegrityError as exc:
+            raise StationError(f"{what}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.db.path}: {what} not saved: {exc}") from exc
+        for r in rows:
+            self.audit.advance_head(r)
+
+    def _as(self, cur: sqlite3.Cursor, session: Session, action: str, **kw: Any) -> AuditRow:
+        role = session.role.value if session.role is not None else ""
+        return self.audit.append_in(
+            cur, user=session.user, role=role, action=action, via=session.via, **kw
+        )
+
     # -- users -----------------------------------------------------------------------------------
     def users(self, session: Session) -> list[UserInfo]:
         """Every user (admin)."""
@@ -273,8 +343,9 @@ class Access:
         if self.users_table.get(name) is not None:
             raise StationError(f"user '{name}' exists already (set-pin changes the PIN)")
         row = UserRow(name, role.value, hash_pin(pin), self.clock())
-        self.users_table.add(row)
-        self.record(session, "user_add", object=name, after=role.value)
+        with self._writing(f"user '{name}' not added") as (cur, rows):
+            self.users_table.add(cur, row)
+            rows.append(self._as(cur, session, "user_add", object=name, after=role.value))
         return UserInfo(name, role, row.created)
 
     def remove_user(self, session: Session, name: str) -> None:
@@ -288,8 +359,9 @@ class Access:
             raise StationError(
                 f"'{row.name}' is the only admin: add another admin before removing this one"
             )
-        self.users_table.remove(row.name)
-        self.record(session, "user_remove", object=row.name, before=row.role)
+        with self._writing(f"user '{row.name}' not removed") as (cur, rows):
+            self.users_table.remove(cur, row.name)
+            rows.append(self._as(cur, session, "user_remove", object=row.name, before=row.role))
 
     def set_pin(self, session: Session, name: str, pin: str) -> None:
         """Give a user a new PIN (admin), which also lifts a lockout."""
@@ -298,10 +370,12 @@ class Access:
         if row is None:
             raise StationError(f"no user named '{name}'")
         self._check_pin(pin)
-        self.users_table.update(
-            row.name, pin_hash=hash_pin(pin), failed=0, locked_until=0.0, lockouts=0
-        )
-        self.record(session, "user_set_pin", object=row.name)
+        new_hash = hash_pin(pin)
+        with self._writing(f"PIN of '{row.name}' not changed") as (cur, rows):
+            self.users_table.update(
+                cur, row.name, pin_hash=new_hash, failed=0, locked_until=0.0, lockouts=0
+            )
+            rows.append(self._as(cur, session, "user_set_pin", object=row.name))
 
     def _check_name(self, name: str) -> str:
         name = name.strip()
@@ -323,6 +397,7 @@ def _duration(seconds: float) -> str:
     return f"{s} s" if s < 120 else f"{math.ceil(s / 60)} min"
 
 
-def open_access(db: Database, data_dir: Any, cfg: AccessConfig | None = None) -> Access:
-    """Access on a records database (its audit trail beside it in `data_dir`)."""
-    return Access(db, AuditTrail(db, data_dir), cfg)
+def _locked(name: str, left: float) -> LoginRefused:
+    return LoginRefused(
+        f"{name} is locked for another {_duration(left)} after too many wrong PINs", left
+    )

@@ -32,7 +32,10 @@ DEMO_PRODUCT = "demo"  # the product whose model the station builds itself on fi
 DEMO_PRODUCT_DIR = "demo_product"
 COMPLETE = ".complete"  # written last into a finished demo product
 _TMP_PREFIX = f".{DEMO_PRODUCT_DIR}."
-_build_lock = threading.Lock()  # one builder per process (the data-dir lock covers processes)
+# One builder per process. Between processes, `station run` holds the data-dir lock; commands
+# that only read the camera (grab, bench-camera) may build it beside a running station, and then
+# the rename decides: whoever renames second finds the folder complete and drops its own copy.
+_build_lock = threading.Lock()
 
 
 def is_complete(root: Path) -> bool:
@@ -75,7 +78,13 @@ def ensure_demo_product(data_dir: Path) -> Path:
             marker = {"counts": dict(summary.counts), "seed": summary.seed, "size": summary.size}
             write_atomic(tmp / COMPLETE, json.dumps(marker).encode())
             fsync_dir(tmp)
-            os.rename(tmp, root)
+            try:
+                os.rename(tmp, root)
+            except OSError:
+                if not is_complete(root):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
+                return root
             fsync_dir(data_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -97,6 +106,8 @@ def build_demo_model(
     out = store.next_version_dir(DEMO_PRODUCT)
     log.info("building the demo model from %d images of %s into %s", len(images), product_root, out)
     report = fit(images, cfg, out, product=DEMO_PRODUCT, progress=False)
+    # Pinned at once: a version written later must be activated to go live, never by being newest.
+    store.set_current(DEMO_PRODUCT, out.name, by="first start")
     emit(
         StationEvent(
             kind="model",

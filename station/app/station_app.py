@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +23,19 @@ from station.app.demo import ensure_demo_product, remove_stale_temporaries
 from station.app.lock import DataDirLock
 from station.app.models import ProductModels, uses_demo_replay
 from station.app.part_ids import PartIds
-from station.app.roles import Action
+from station.app.roles import Action, allowed
 from station.camera.base import Camera
 from station.camera.factory import open_camera
 from station.config import StationConfig
 from station.core.errors import ModelError, StationError, StorageError
-from station.core.result import InspectionResult, LineStatus, StationEvent, Verdict
+from station.core.result import (
+    Counters,
+    InspectionResult,
+    LineStatus,
+    StationEvent,
+    StationState,
+    Verdict,
+)
 from station.core.worker import Worker
 from station.inspect.pipeline import Line, Subscription
 from station.inspect.sources import FixedModel, ModelSource
@@ -44,6 +52,12 @@ __all__ = ["ModelVersion", "StationApp"]
 log = logging.getLogger(__name__)
 
 DISK_FREE_EVERY_S = 5.0  # status() is polled by a GUI timer: do not stat the disk every time
+_PAUSABLE = (
+    StationState.STARTING,
+    StationState.RUNNING,
+    StationState.CAMERA_LOST,
+    StationState.MODEL_MISSING,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +117,8 @@ class StationApp:
         )
         self._started = False
         self._records_closed = True
+        self._stop_deadline = 0.0
+        self._last_counters: Counters | None = None  # shown while the records cannot be read
         self._lock = DataDirLock(self.data_dir)
         self._db: Database | None = None
         self._access: Access | None = None
@@ -135,6 +151,7 @@ class StationApp:
     def close(self) -> None:
         """Stop the line if it runs and close every connection."""
         self.stop()
+        self.recorder.close_reader()
         with self._open_lock:
             if self._db is not None:
                 self._db.close()
@@ -168,8 +185,6 @@ class StationApp:
 
     def may(self, session: Session, action: Action) -> bool:
         """Whether the session may do `action` (no audit: for showing what is possible)."""
-        from station.app.roles import allowed
-
         return allowed(session.role, action)
 
     def authorize(self, session: Session, action: Action, object: str = "") -> None:
@@ -180,7 +195,8 @@ class StationApp:
     def start(self) -> None:
         """Take the data directory, open the records and start the line (returns at once).
 
-        DataDirInUse when another station runs on the same directory.
+        DataDirInUse when another station runs on the same directory. A start that fails half
+        way stops what it started and lets the data directory go again.
         """
         if self._started:
             raise RuntimeError("the station is already started")
@@ -193,13 +209,17 @@ class StationApp:
                     log.warning("moved %d results from the records spool into the database", moved)
             except StorageError as exc:  # the writer thread will fail the same way, visibly
                 log.error("records spool not recovered: %s", exc)
-            self.recorder.start()
             self._started = True
+            self.recorder.start()
             self.line.start()
         except BaseException:
-            self.recorder.stop()
-            self.recorder.join(10.0)
-            self._lock.release()
+            self._started = False
+            try:
+                self.line.stop(10.0, reason="start failed")
+            finally:
+                self.recorder.stop()
+                self.recorder.join(10.0)
+                self._lock.release()
             raise
 
     def camera(self, device: str | None = None) -> Camera:
@@ -215,45 +235,72 @@ class StationApp:
     def _last_part_sequence(self, prefix: str) -> int:
         try:
             return self.db().max_part_sequence(prefix)
-        except StorageError as exc:  # no records: ids still unique within this run
-            log.error("part ids: records unreadable (%s); numbering from 1", exc)
-            return 0
+        except StorageError as exc:
+            # The records cannot say where the day's numbering is: start above anything this
+            # day can have used (fewer than 10 parts a second so far), so no id repeats.
+            now = datetime.now()
+            start = int(
+                (now - now.replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds()
+            )
+            log.error("part ids: records unreadable (%s); numbering from %d", exc, 10 * start)
+            return 10 * start
 
     def stop(
         self, timeout: float = 30.0, *, reason: str = "stopped", session: Session | None = None
     ) -> bool:
         """Stop the line, write the last records, release the data directory; True when all
-        ended in time. With a `session` this is a person's action (role checked, audited)."""
+        ended within `timeout`. With a `session` this is a person's action (role checked,
+        audited before it happens)."""
         if session is not None:
             self.authorize(session, Action.STOP)
             self.access.record(session, "stop", object=self.product, reason=reason)
+        self._stop_deadline = time.monotonic() + timeout
         ok = self.line.stop(timeout, reason=reason)
         return ok and self._records_closed
 
-    def _line_stopped(self) -> None:
+    def _line_stopped(self, ended: bool) -> None:
         # The line has ended (stopped, failed, or finished its frames): write the last records,
-        # then let the next station have the data directory.
+        # then let the next station have the data directory, but only when nothing of this one
+        # can still write there.
+        left = self._stop_deadline - time.monotonic() if self._stop_deadline else 30.0
         self.recorder.stop()
-        self._records_closed = self.recorder.join(30.0)
-        self._lock.release()
+        self._records_closed = self.recorder.join(max(1.0, left))
+        if ended and self._records_closed:
+            self._lock.release()
+        else:
+            log.error(
+                "a thread of the station did not end in time: %s stays locked until this "
+                "process ends",
+                self.data_dir,
+            )
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the line has finished (stopped, failed, or done its max frames)."""
         return self.line.wait(timeout)
 
     def pause(self, session: Session) -> None:
-        """Stop taking frames (operator and up; audited)."""
+        """Stop taking frames (operator and up; audited). Pausing a paused line does nothing."""
         self.authorize(session, Action.PAUSE)
-        before = self.line.state.value
+        state = self.line.state
+        if state == StationState.PAUSED:
+            return
+        if state not in _PAUSABLE:
+            raise StationError(f"the line cannot be paused while {state.value}")
+        self.access.record(
+            session, "pause", object=self.product, before=state.value, after="paused"
+        )
         self.line.pause()
-        self.access.record(session, "pause", object=self.product, before=before, after="paused")
 
     def resume(self, session: Session) -> None:
-        """Take frames again (operator and up; audited)."""
+        """Take frames again (operator and up; audited). Resuming a running line does nothing."""
         self.authorize(session, Action.PAUSE)
-        before = self.line.state.value
+        state = self.line.state
+        if state != StationState.PAUSED:
+            return
+        self.access.record(
+            session, "resume", object=self.product, before=state.value, after="running"
+        )
         self.line.resume()
-        self.access.record(session, "resume", object=self.product, before=before, after="running")
 
     # -- observation (cheap, any thread) --------------------------------------------------------
     def status(self) -> LineStatus:
@@ -265,9 +312,18 @@ class StationApp:
         counters = st.counters
         try:
             counters = rec.shift_counts().to_counters(counters)
-        except StorageError as exc:  # records unreadable: this run's counts, and say why once
-            if self._recorder_alarm is None:
-                log.warning("shift counters unavailable, showing this run's: %s", exc)
+            self._last_counters = counters
+        except StorageError as exc:
+            # Records unreadable: the last shift counts read (never a smaller number that
+            # would look like lost parts), this run's throughput and latency.
+            if self._last_counters is not None:
+                counters = dataclasses.replace(
+                    self._last_counters,
+                    throughput_per_min=counters.throughput_per_min,
+                    latency_p50_ms=counters.latency_p50_ms,
+                    latency_p95_ms=counters.latency_p95_ms,
+                )
+            log.debug("shift counters unavailable: %s", exc)
         alarms = tuple(a for a in (self._recorder_alarm, rec.alarm) if a)
         return dataclasses.replace(
             st, counters=counters, alarms=st.alarms + alarms, disk_free_mb=self._disk_free_mb()
@@ -291,9 +347,10 @@ class StationApp:
 
     def record_event(self, event: StationEvent) -> None:
         """Record an event from outside the line (e.g. a GUI error)."""
-        if self._started and self.recorder.submit_event(event):
-            return
-        self.db().add_event(event)
+        if self._started:
+            self.recorder.submit_event(event)  # counted when it cannot be queued
+        else:
+            self.db().add_event(event)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every result so far is in the database."""
@@ -417,11 +474,13 @@ class StationApp:
         line on that product switches at the next frame."""
         product = check_product_name(product or self.product)
         self.authorize(session, Action.MODEL, f"{product}/{version}")
+        if version not in self.store.versions(product):
+            raise StationError(f"product '{product}' has no model version {version}")
         before = self.store.current(product)
-        self.store.set_current(product, version, by=session.user)
-        self.access.record(
+        self._audited(
             session,
             "model_activate",
+            lambda: self.store.set_current(product, version, by=session.user),
             object=product,
             before=before.name if before is not None else None,
             after=version,
@@ -440,10 +499,10 @@ class StationApp:
         if previous is None:
             raise StationError(f"product '{product}' has no earlier active version to go back to")
         before = self.store.current(product)
-        self.store.set_current(product, previous, by=session.user)
-        self.access.record(
+        self._audited(
             session,
             "model_rollback",
+            lambda: self.store.set_current(product, previous, by=session.user),
             object=product,
             before=before.name if before is not None else None,
             after=previous,
@@ -452,3 +511,15 @@ class StationApp:
         if product == self.product:
             self.line.reload_model()
         return previous
+
+    def _audited(self, session: Session, action: str, do: Callable[[], object], **row: Any) -> None:
+        """Write the audit row, then act; an act that fails gets a second row saying so (the
+        trail never lacks a change that happened)."""
+        self.access.record(session, action, **row)
+        try:
+            do()
+        except Exception as exc:
+            self.access.record(
+                session, f"{action}_failed", object=row.get("object", ""), reason=str(exc)
+            )
+            raise

@@ -126,8 +126,12 @@ def run_gui(
 
     station = StationApp(cfg, data_dir, max_frames=max_frames)
     station.start()  # DataDirInUse (another station on this directory): no window at all
-    app = application()
-    window = MainWindow(station, cfg, kiosk=kiosk, close_when_stopped=max_frames is not None)
+    try:
+        app = application()
+        window = MainWindow(station, cfg, kiosk=kiosk, close_when_stopped=max_frames is not None)
+    except BaseException:
+        station.close()  # no window: the line must not run on without one
+        raise
     previous_hook = sys.excepthook
 
     def _hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:

@@ -173,7 +173,7 @@ class MainWindow(QMainWindow):
         self.confirm = ConfirmClose()
         self.confirm_sheet = Sheet("Stop inspection and close?", self.confirm, root, fill=False)
         self.confirm.keep_button.clicked.connect(self.confirm_sheet.dismiss)
-        self.confirm.stop_button.clicked.connect(lambda: self.confirm_close())
+        self.confirm.stop_button.clicked.connect(lambda: self.confirm_close(by_person=True))
         self.confirm_sheet.close_button.hide()  # two explicit choices, no third way out
 
     def _nav_button(self, text: str, points: int = 13) -> QPushButton:
@@ -393,21 +393,24 @@ class MainWindow(QMainWindow):
         if self._stopper is None:
             self.confirm_sheet.open()
 
-    def confirm_close(self, reason: str = "closed by the operator") -> None:
+    def confirm_close(
+        self, reason: str = "closed by the operator", *, by_person: bool = False
+    ) -> None:
         """Stop the line (in a helper thread, the screen keeps drawing) and close when done.
 
-        From the Close button it is the session's action (checked and audited by the app); a
-        signal (SIGTERM) stops without a person.
+        `by_person`: the Close button, so the session's action (checked and audited by the
+        app); a signal (SIGTERM) stops without a person.
         """
         self.confirm_sheet.dismiss()
         if self._stopper is not None:
             return
-        by_person = reason == "closed by the operator"
         if by_person:
             try:
                 self.app.authorize(self.session, Action.STOP)
             except PermissionDenied as exc:
-                self.ask_login(f"Close: {exc}", then=lambda: self.confirm_close(reason))
+                self.ask_login(
+                    f"Close: {exc}", then=lambda: self.confirm_close(reason, by_person=True)
+                )
                 return
         session = self.session if by_person else None
         self.stopping = True

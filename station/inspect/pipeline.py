@@ -12,10 +12,10 @@
 
 The line is given its camera (or a factory for it), its model source and its sinks; it builds
 none of them and fits nothing. Every thread is a `Worker` (setup -> step -> teardown, stop
-checked between frames). The line's
-state is derived from a few flags (failed, stopping, model missing, starting, paused, camera
-lost) in that priority order, and every change of it is a "state" event with its reason, recorded
-like any other event. `Line.status()` is a frozen snapshot, cheap enough for a GUI timer.
+checked between frames). The line's state is derived from a few flags (failed, stopping, model
+missing, starting, paused, camera lost) in that priority order, and every change of it is a
+"state" event with its reason, recorded like any other event. `Line.status()` is a frozen
+snapshot, cheap enough for a GUI timer.
 """
 
 from __future__ import annotations
@@ -444,6 +444,9 @@ class InspectorWorker(Worker):
         model = self.model
         assert model is not None
         pred = model.predict(frame.image)
+        if not np.isfinite(pred.score):
+            # Never a verdict: a NaN compares false with any limit and would pass as OK.
+            raise StationError(f"the model's score is {pred.score}, not a number")
         threshold = model.threshold
         v = verdict(pred.score, threshold)
         now = time.time()
@@ -515,15 +518,15 @@ class Line:
         sinks: Sequence[LineSink] = (),
         part_ids: Callable[[float], str] | None = None,
         max_frames: int | None = None,
-        on_stopped: Callable[[], None] | None = None,
+        on_stopped: Callable[[bool], None] | None = None,
     ) -> None:
         """Prepare the workers; nothing runs (nor opens) before `start()`.
 
         `camera` is the camera, or a factory called on the acquisition thread at the first open.
         `models` says which model to run; `sinks` take every result and event and must never
         lose one (the recorder); `part_ids` gives each result its id from the frame time.
-        `on_stopped` runs once every thread has ended and the last event reached the sinks,
-        before `wait()` returns (the app closes the records there).
+        `on_stopped(ended)` runs once the stop is over, before `wait()` returns (the app closes
+        the records there); `ended` is False when a thread did not end in time.
         """
         self.cfg = cfg
         self.max_frames = max_frames if max_frames and max_frames > 0 else None
@@ -607,7 +610,7 @@ class Line:
         ok &= self._events.stop_all(deadline)
         if self._on_stopped is not None:
             try:
-                self._on_stopped()
+                self._on_stopped(ok)
             except Exception:
                 log.exception("on_stopped failed")
         self._finished.set()

@@ -7,14 +7,18 @@ caught by `audit.head`, a file beside the database that names the newest row and
 tamperer has to rewrite the whole chain after the edit and the head file too: tamper-evident,
 not tamper-proof (whoever owns the data directory can do both; keep a copy off the station).
 
-Appends are one IMMEDIATE transaction each (read the last hash, insert), so two processes (the
-running station and a `station users` command) never chain onto the same row.
+Appends run inside an IMMEDIATE transaction (read the last hash, insert), so two processes (the
+running station and a `station users` command) never chain onto the same row; a change and its
+audit row can share one transaction (`append_in`), so neither stands without the other. The
+head file is advanced under its own lock, so it only ever moves forward.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ from typing import Any
 
 from station.core.errors import StorageError
 from station.core.files import write_atomic
-from station.records.db import Database, TimeArg, to_epoch
+from station.records.db import Database, TimeArg, windowed
 
 HEAD_FILE = "audit.head"
 GENESIS = "0" * 64
@@ -92,8 +96,19 @@ class AuditTrail:
         self.db = db
         self.head_path = Path(data_dir) / HEAD_FILE
 
-    def append(
+    def append(self, **row: Any) -> AuditRow:
+        """Write one row in its own transaction, chained to the newest (see `append_in`)."""
+        try:
+            with self.db.transaction() as cur:
+                written = self.append_in(cur, **row)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.db.path}: audit row not written: {exc}") from exc
+        self.advance_head(written)
+        return written
+
+    def append_in(
         self,
+        cur: sqlite3.Cursor,
         *,
         user: str,
         role: str,
@@ -105,68 +120,50 @@ class AuditTrail:
         via: str = "",
         when: float | None = None,
     ) -> AuditRow:
-        """Write one row, chained to the newest; StorageError when it cannot be written."""
+        """Write one row inside the caller's open (IMMEDIATE) transaction; after its COMMIT the
+        caller calls `advance_head(row)`."""
         t = time.time() if when is None else float(when)
-        try:
-            with self.db.transaction() as cur:
-                last = cur.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-                seq = cur.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
-                prev = last[1] if last else GENESIS
-                # The id AUTOINCREMENT will give: one past the highest ever used.
-                next_id = max(int(seq[0]) if seq else 0, int(last[0]) if last else 0) + 1
-                row = AuditRow(
-                    id=next_id,
-                    time=t,
-                    user=str(user),
-                    role=str(role),
-                    action=str(action),
-                    object=str(object),
-                    before=_text(before),
-                    after=_text(after),
-                    reason=str(reason),
-                    via=str(via),
-                )
-                row = AuditRow(**{**row.__dict__, "hash": row_hash(prev, row)})
-                cur.execute(
-                    f"INSERT INTO audit ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        row.id,
-                        row.time,
-                        row.user,
-                        row.role,
-                        row.action,
-                        row.object,
-                        row.before,
-                        row.after,
-                        row.reason,
-                        row.via,
-                        row.hash,
-                    ),
-                )
-        except sqlite3.Error as exc:
-            raise StorageError(f"{self.db.path}: audit row not written: {exc}") from exc
-        self._advance_head(row)
+        last = cur.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        seq = cur.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
+        prev = last[1] if last else GENESIS
+        # The id AUTOINCREMENT would give: one past the highest ever used.
+        next_id = max(int(seq[0]) if seq else 0, int(last[0]) if last else 0) + 1
+        row = AuditRow(
+            id=next_id,
+            time=t,
+            user=str(user),
+            role=str(role),
+            action=str(action),
+            object=str(object),
+            before=_text(before),
+            after=_text(after),
+            reason=str(reason),
+            via=str(via),
+        )
+        row = AuditRow(**{**row.__dict__, "hash": row_hash(prev, row)})
+        cur.execute(
+            f"INSERT INTO audit ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.id,
+                row.time,
+                row.user,
+                row.role,
+                row.action,
+                row.object,
+                row.before,
+                row.after,
+                row.reason,
+                row.via,
+                row.hash,
+            ),
+        )
         return row
 
     def rows(
         self, since: TimeArg = None, until: TimeArg = None, limit: int | None = None
     ) -> list[AuditRow]:
         """Rows with since <= time < until, oldest first."""
-        sql = f"SELECT {COLUMNS} FROM audit"
-        where, params = [], []
-        lo, hi = to_epoch(since), to_epoch(until)
-        if lo is not None:
-            where.append("time >= ?")
-            params.append(lo)
-        if hi is not None:
-            where.append("time < ?")
-            params.append(hi)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(max(0, int(limit)))
+        sql, params = windowed(f"SELECT {COLUMNS} FROM audit", since, until, {}, limit, order="id")
         return [_row(r) for r in self.db.fetch(sql, params)]
 
     def read_head(self) -> tuple[int, str] | None:
@@ -181,20 +178,33 @@ class AuditTrail:
             return (-1, "")
         return int(text[0]), text[1]
 
-    def _advance_head(self, row: AuditRow) -> None:
-        # A second process may have appended meanwhile: the head only ever moves forward. A
-        # lagging head is harmless (rows after it are checked by the chain); a missing tail is
-        # what it is for.
+    def advance_head(self, row: AuditRow) -> None:
+        """Name `row` in the head file unless it names a newer one already.
+
+        Under a lock file, so two processes appending at once cannot move it back. A lagging
+        head is harmless (rows after it are checked by the chain); a missing tail is what it is
+        for.
+        """
         try:
+            fd = os.open(
+                self.head_path.with_name(HEAD_FILE + ".lock"), os.O_RDWR | os.O_CREAT, 0o644
+            )
+        except OSError:
+            return  # the row is written; verify then sees a lagging head, not a broken chain
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             head = self.read_head()
             if head is None or head[0] < row.id:
                 write_atomic(self.head_path, f"{row.id} {row.hash}\n".encode())
         except (OSError, StorageError):
-            pass  # the row is written; verify reports a lagging head, not a broken chain
+            pass
+        finally:
+            os.close(fd)  # closing drops the lock
 
     def verify(self) -> Verification:
         """Walk the chain from the first row: the first edited, missing or re-chained row, or a
         head file that names a row the table no longer has."""
+        head = self.read_head()  # before the rows: a row appended meanwhile only adds to them
         rows = self.rows()
         prev = GENESIS
         last_id = 0
@@ -220,7 +230,6 @@ class AuditTrail:
                     r.id,
                 )
             prev, last_id = r.hash, r.id
-        head = self.read_head()
         if head is not None:
             hid, hhash = head
             if hid < 0:

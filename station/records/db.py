@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -157,11 +158,13 @@ INSPECTION_COLUMNS = (
     "image_path, map_path, override_verdict, override_operator, override_time, part_id"
 )
 
-# OR IGNORE: a part id already stored means this row was written before (a spool file moved in
-# again after a crash); the caller checks rowcount.
+# A part id already stored inserts nothing (the caller checks rowcount): a spooled row moved in
+# again, or a numbering fault the recorder counts and alarms. Only that conflict is passed over;
+# any other constraint (a NULL score, a verdict it does not know) fails the statement loudly.
 INSERT_INSPECTION = (
-    "INSERT OR IGNORE INTO inspections (time, frame_id, source, score, threshold, verdict, "
-    "latency_ms, model_version, label, part_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO inspections (time, frame_id, source, score, threshold, verdict, latency_ms, "
+    "model_version, label, part_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (part_id) WHERE part_id IS NOT NULL DO NOTHING"
 )
 INSERT_EVENT = "INSERT INTO events (time, kind, message, state, data) VALUES (?, ?, ?, ?, ?)"
 UPSERT_COUNTS = (
@@ -228,12 +231,17 @@ class Database:
         if not create and not self.path.is_file():
             raise StorageError(f"{self.path}: no records database here")
         try:
+            new = create and not self.path.exists()
             if create:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode: every transaction in this module is an explicit BEGIN ... COMMIT.
             self.conn = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False
             )
+            if new:
+                # Owner only: it holds the PIN hashes. SQLite gives its -wal / -shm files the
+                # database file's mode.
+                os.chmod(self.path, 0o600)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"{self.path}: cannot open the records database: {exc}") from exc
         try:
@@ -335,7 +343,7 @@ class Database:
             if verdict is None
             else Verdict(str(getattr(verdict, "value", verdict)).upper()).value
         )
-        sql, params = _windowed(
+        sql, params = windowed(
             f"SELECT {INSPECTION_COLUMNS} FROM inspections",
             since,
             until,
@@ -380,7 +388,7 @@ class Database:
         limit: int | None = None,
     ) -> list[EventRow]:
         """Recorded events with since <= time < until, newest first."""
-        sql, params = _windowed(
+        sql, params = windowed(
             "SELECT id, time, kind, message, state, data FROM events",
             since,
             until,
@@ -442,10 +450,17 @@ def event_row(event: StationEvent) -> tuple[Any, ...]:
     return (event.time, event.kind, event.message, state, event_json(event.data))
 
 
-def _windowed(
-    select: str, since: TimeArg, until: TimeArg, equals: dict[str, Any], limit: int | None
+def windowed(
+    select: str,
+    since: TimeArg,
+    until: TimeArg,
+    equals: dict[str, Any],
+    limit: int | None,
+    *,
+    order: str = "time DESC, id DESC",
 ) -> tuple[str, list[Any]]:
-    """`select` limited to since <= time < until and column = value filters, newest first."""
+    """`select` limited to since <= time < until and column = value filters, in `order`
+    (newest first by default)."""
     where: list[str] = []
     params: list[Any] = []
     lo, hi = to_epoch(since), to_epoch(until)
@@ -460,7 +475,7 @@ def _windowed(
             where.append(f"{column} = ?")
             params.append(value)
     sql = select + (" WHERE " + " AND ".join(where) if where else "")
-    sql += " ORDER BY time DESC, id DESC"
+    sql += f" ORDER BY {order}"
     if limit is not None:
         sql += " LIMIT ?"
         params.append(max(0, int(limit)))

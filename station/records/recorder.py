@@ -2,9 +2,11 @@
 
 The recorder is one of the line's sinks: the inspection thread calls `submit()` /
 `submit_event()` and they never block for long. Results are never dropped to keep up: when the
-bounded queue is full, the row goes to the durable spool (`station.records.spool`, fsynced) and
-the writer moves it into the database once it has caught up. Only when the spool cannot take it
-either (full, or its disk failing) is a result lost, and then it is counted and alarmed. The
+bounded queue is full, or when the database cannot be written (a failed transaction, the
+database not open), their rows go to the durable spool (`station.records.spool`, fsynced) and
+the writer moves them into the database as soon as it can, in this run or the next. A result is
+lost only when the spool cannot take it either (full, or its disk failing), or when it cannot be
+stored at all (a score that is not a number); then it is counted and alarmed, never silent. The
 writer takes up to `batch_rows` items or `batch_seconds` worth, whichever comes first, and writes
 them in one transaction: at the line's 2 frames/s that is one fsync per frame at most, and a
 burst costs one fsync per 50 rows.
@@ -12,12 +14,12 @@ burst costs one fsync per 50 rows.
 Counting: a row's shift counts (inspected, NOK) are written in the transaction that inserts the
 row, so after any crash the stored counters equal the stored rows (plus the results counted as
 lost, which have no row). The operator's running totals also include what is still queued or
-spooled, so they never lag the screen.
+spooled, so they never lag the screen and never step back.
 
-Storage failures (disk full, a broken disk, permissions) never stop the line: the failed rows are
-counted in `unrecorded` (and in the shift counters, once the database can be written again), the
-`alarm` says what happened and how much was lost, every later batch is a retry, and the first
-batch that commits cleanly clears the alarm and records a "storage" event with the count.
+Storage failures (disk full, a broken disk, permissions) never stop the line: the `alarm` says
+what happened, how many results wait in the spool and how many were lost; every later batch is
+a retry, and the first batch that commits cleanly clears the alarm and records a "storage" event
+with the counts. Images of spooled results are not kept (counted as not archived).
 
 Archive: every NOK image with its anomaly map, and one OK image in `ok_sample_every` (see
 `station.records.archive` for the formats). Retention runs in this thread every
@@ -27,6 +29,7 @@ Archive: every NOK image with its anomaly map, and one OK image in `ok_sample_ev
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import shutil
@@ -68,6 +71,8 @@ log = logging.getLogger(__name__)
 
 MAX_SHIFT_TOTALS = 8  # shifts whose running totals are kept (the current one and a few asked for)
 IDLE_TICK_S = 0.2  # how long the writer waits for work before looking at stop / retention
+REOPEN_S = 2.0  # while the database is busy at start, how often opening it is tried again
+REPLAY_RETRY_S = 2.0  # after the spool could not be moved in, wait this long (or for a commit)
 
 
 @dataclass(frozen=True)
@@ -82,14 +87,16 @@ class Committed:
 
 @dataclass(frozen=True)
 class RecorderStats:
-    """Counts since the recorder was created; every submitted result ends in exactly one of
-    recorded / unrecorded / queued."""
+    """Counts since the recorder was created. Every result submitted to it ends in exactly one
+    of recorded / unrecorded / queued; `recovered` are an earlier run's spooled results that this
+    one moved into the database (not in `submitted`)."""
 
     submitted: int
     recorded: int
     unrecorded: int
     queued: int  # waiting in memory or in the spool
-    spooled: int  # results that went through the spool (the queue was full)
+    spooled: int  # results that went through the spool (queue full or database not writable)
+    recovered: int
     events_recorded: int
     events_unrecorded: int
     images_archived: int
@@ -105,6 +112,7 @@ class _Frame:
     anomaly_map: np.ndarray | None = None
     image_bytes: int = 0  # memory held by image + map until the writer is done with them
     ours: bool = True  # submitted by this recorder (its pending counts hold it)
+    from_spool: bool = False  # read back from a spool file (may be in the database already)
 
     @property
     def time(self) -> float:
@@ -127,6 +135,15 @@ class _Frame:
         return int(self.row[5] == Verdict.NOK.value)
 
 
+@dataclass
+class _Written:
+    """What one transaction stored."""
+
+    committed: list[Committed]
+    images: int
+    file_error: OSError | None
+
+
 class _Marker:
     """Put in the queue by `flush()`: set once everything before it was handled."""
 
@@ -135,6 +152,15 @@ class _Marker:
 
 
 _Item = _Frame | StationEvent | _Marker
+
+
+def _storable(result: InspectionResult) -> str | None:
+    """Why a result cannot be a row (its numbers are not finite), else None."""
+    for name in ("score", "threshold", "latency_ms"):
+        value = float(getattr(result, name))
+        if not math.isfinite(value):
+            return f"{name} is {value}"
+    return None
 
 
 class Recorder(Worker):
@@ -184,6 +210,7 @@ class Recorder(Worker):
         self._recorded = 0
         self._unrecorded = 0
         self._spooled = 0
+        self._recovered = 0
         self._spool_waiting = 0  # this run's results in the spool, not yet in the database
         self._events_recorded = 0
         self._events_unrecorded = 0
@@ -202,7 +229,11 @@ class Recorder(Worker):
         self._alarm_reason: str | None = None
         self._alarm_results = 0
         self._alarm_images = 0
+        self._alarm_spooled = 0
         self._db: Database | None = None
+        self._next_open = 0.0
+        self._next_replay = 0.0  # monotonic; a failed replay is not retried on every tick
+        self._replay_failing = False
         self._reader: Database | None = None
         self._reader_lock = threading.Lock()
         self._next_retention = 0.0
@@ -210,70 +241,87 @@ class Recorder(Worker):
 
     # -- the caller's side (any thread, never blocks for long) -----------------------------------
     def submit(self, result: InspectionResult) -> bool:
-        """Record one result: queued, or spooled when the queue is full; False when it is lost
-        (the spool full or failing too, or the recorder closed: counted and alarmed)."""
+        """Record one result: queued, or spooled when the queue is full or the recorder closed;
+        False when it is lost (the spool full or failing too, or not storable: counted and
+        alarmed)."""
         shift = shift_key(result.timestamp, self.cfg.shift_hours)
         nok = result.verdict == Verdict.NOK
-        row = (
-            float(result.timestamp),
-            int(result.frame_id),
-            str(result.source),
-            float(result.score),
-            float(result.threshold),
-            Verdict(result.verdict).value,
-            float(result.latency_ms),
-            str(result.model_version),
-            result.label,
-            result.part_id or None,
-        )
+        bad = _storable(result)
         with self._lock:
             self._submitted += 1
-            if self._closed:
-                self._lost_locked(shift, int(nok), "records closed", ours=False)
+            if bad is not None:
+                self._lost_locked(shift, int(nok), f"result not recordable ({bad})", ours=False)
                 return False
             self._pend_locked(shift, int(nok), 1)
-            if nok:
-                keep_image = True
-            else:
-                every = self.cfg.ok_sample_every
-                keep_image = every > 0 and self._ok_seen % every == 0
-                self._ok_seen += 1
-            amap = result.anomaly_map if nok else None
-            nbytes = 0
-            if keep_image:
-                nbytes = result.image.nbytes + (amap.nbytes if amap is not None else 0)
-                if self._pending_bytes + nbytes > self._max_pending_bytes:
-                    # The archive is far behind: keep the verdict, let this image go (counted).
-                    keep_image, nbytes = False, 0
-                    self._images_unarchived += 1
-                    if self._alarm_reason is None:
-                        self._alarm_reason = "archive behind (disk too slow)"
-                    self._alarm_images += 1
-            self._pending_bytes += nbytes
-            frame = _Frame(
-                row=row,
-                shift=shift,
-                image=result.image if keep_image else None,
-                anomaly_map=amap if keep_image else None,
-                image_bytes=nbytes,
+            row = (
+                float(result.timestamp),
+                int(result.frame_id),
+                str(result.source),
+                float(result.score),
+                float(result.threshold),
+                Verdict(result.verdict).value,
+                float(result.latency_ms),
+                str(result.model_version),
+                result.label,
+                result.part_id or None,
             )
-            try:
-                self._queue.put_nowait(frame)
-                return True
-            except queue.Full:
-                self._pending_bytes -= nbytes
-        # The queue is full: the row goes to the spool (file I/O, so outside the lock).
+            frame = _Frame(row=row, shift=shift)
+            if self._closed:
+                keep_image = False
+            else:
+                keep_image = self._keep_image_locked(nok, result)
+                if keep_image:
+                    frame.image = result.image
+                    frame.anomaly_map = result.anomaly_map
+                    frame.image_bytes = result.image.nbytes + (
+                        result.anomaly_map.nbytes if result.anomaly_map is not None else 0
+                    )
+                try:
+                    self._queue.put_nowait(frame)
+                    self._pending_bytes += frame.image_bytes
+                    return True
+                except queue.Full:
+                    pass
+        # The queue is full (or the writer gone): the row goes to the spool (file I/O, so outside
+        # the lock), and from there into the database when the writer has caught up.
+        return self._spool([frame], "records queue full (disk too slow)", images=int(keep_image))
+
+    def _keep_image_locked(self, nok: bool, result: InspectionResult) -> bool:
+        if nok:
+            keep = True
+        else:
+            every = self.cfg.ok_sample_every
+            keep = every > 0 and self._ok_seen % every == 0
+            self._ok_seen += 1
+        if keep:
+            amap = result.anomaly_map if nok else None
+            nbytes = result.image.nbytes + (amap.nbytes if amap is not None else 0)
+            if self._pending_bytes + nbytes > self._max_pending_bytes:
+                # The archive is far behind: keep the verdict, let this image go (counted).
+                self._images_unarchived += 1
+                if self._alarm_reason is None:
+                    self._alarm_reason = "archive behind (disk too slow)"
+                self._alarm_images += 1
+                return False
+        return keep
+
+    def _spool(self, frames: list[_Frame], why: str, *, images: int = 0) -> bool:
+        """Put this run's results into the spool; lost (counted) when it cannot take them."""
         try:
-            self.spool.append([[self._run_id, *row]])
+            self.spool.append([[self._run_id, *f.row] for f in frames])
         except StorageError as exc:
             with self._lock:
-                self._lost_locked(shift, int(nok), f"records queue and spool full ({exc})")
+                for f in frames:
+                    self._lost_locked(f.shift, f.nok, f"{why}; spool: {exc}")
+                self._images_unarchived += images
+                self._alarm_images += images
             return False
         with self._lock:
-            self._spooled += 1
-            self._spool_waiting += 1
-            if keep_image:
-                self._images_unarchived += 1  # the spool keeps the verdict, not the picture
+            self._spooled += len(frames)
+            self._spool_waiting += len(frames)
+            self._images_unarchived += images  # the spool keeps the verdict, not the picture
+            if images:
+                self._alarm_images += images
         return True
 
     def submit_event(self, event: StationEvent) -> bool:
@@ -325,6 +373,8 @@ class Recorder(Worker):
             if self._alarm_reason is None:
                 return None
             parts = [f"{self._alarm_results} results not recorded"]
+            if self._alarm_spooled:
+                parts.append(f"{self._alarm_spooled} waiting in the spool")
             if self._alarm_images:
                 parts.append(f"{self._alarm_images} images not archived")
             return f"{self._alarm_reason}: {', '.join(parts)}"
@@ -345,6 +395,7 @@ class Recorder(Worker):
                 unrecorded=self._unrecorded,
                 queued=self._submitted - self._recorded - self._unrecorded,
                 spooled=self._spooled,
+                recovered=self._recovered,
                 events_recorded=self._events_recorded,
                 events_unrecorded=self._events_unrecorded,
                 images_archived=self._images_archived,
@@ -366,6 +417,13 @@ class Recorder(Worker):
             if self._reader is None:
                 self._reader = Database(self.db_path)
             return self._reader
+
+    def close_reader(self) -> None:
+        """Close the read connection (it is opened again when needed)."""
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     def query_inspections(
         self,
@@ -464,8 +522,23 @@ class Recorder(Worker):
         """Open (create, migrate) the database in the writer thread; move in what an earlier
         run left in the spool."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._db = Database(self.db_path)
         self._next_retention = time.monotonic()
+        self._open()
+
+    def _open(self) -> None:
+        """Open the database; a busy one (another process holding its lock longer than the
+        timeout) is tried again in a moment, anything else is a failure of the recorder."""
+        try:
+            self._db = Database(self.db_path)
+        except StorageError as exc:
+            if "locked" not in str(exc):
+                raise
+            self._next_open = time.monotonic() + REOPEN_S
+            with self._lock:
+                if self._alarm_reason is None:
+                    self._alarm_reason = f"records not written ({exc})"
+            log.warning("records database busy, trying again in %.0f s: %s", REOPEN_S, exc)
+            return
         self._replay_spool()
 
     def recover_spool(self) -> int:
@@ -483,12 +556,19 @@ class Recorder(Worker):
 
     def step(self) -> bool:
         """Write one batch (if any came), then what waits in the spool, then retention."""
+        if self._db is None and time.monotonic() >= self._next_open:
+            self._open()
         batch = self._collect(block=True)
         if batch or self._has_deltas():
             self._write(batch)
         with self._lock:
             waiting = self._spool_waiting
-        if waiting and self._queue.qsize() < self.batch_rows:
+        if (
+            waiting
+            and self._db is not None
+            and self._queue.qsize() < self.batch_rows
+            and time.monotonic() >= self._next_replay
+        ):
             self._replay_spool()
         if self.retention_interval_s > 0 and time.monotonic() >= self._next_retention:
             self._next_retention = time.monotonic() + self.retention_interval_s
@@ -503,7 +583,7 @@ class Recorder(Worker):
         try:
             self._drain()
             with self._lock:
-                self._closed = True
+                self._closed = True  # from now on submit() spools: the next start moves it in
             self._drain()  # what was put between the last drain and closing
             if self._db is not None:
                 self._replay_spool()
@@ -514,10 +594,7 @@ class Recorder(Worker):
             if self._db is not None:
                 self._db.close()
                 self._db = None
-            with self._reader_lock:
-                if self._reader is not None:
-                    self._reader.close()
-                    self._reader = None
+            self.close_reader()
 
     def _drain(self) -> None:
         while True:
@@ -574,6 +651,60 @@ class Recorder(Worker):
                 self._images_unarchived += 1
             return None
 
+    def _transaction(
+        self,
+        db: Database,
+        frames: list[_Frame],
+        encoded: list[tuple[bytes, bytes | None] | None],
+        events: list[StationEvent],
+        spool_file: str | None = None,
+    ) -> tuple[_Written, list[_Frame]]:
+        """One transaction: the rows (and their archive files), the events, the rows' shift
+        counts with the counts waiting in `_deltas`, and the note of a spool file moved in.
+
+        Returns what was written and the frames it covered (none when the spool file was moved
+        in before). On a database or file error everything is rolled back, the written files
+        removed, the deltas put back, and the error raised.
+        """
+        written: list[Path] = []
+        with self._flush_lock:
+            deltas = self._take_deltas()
+            counts = {k: list(v) for k, v in deltas.items()}
+            try:
+                with db.transaction() as cur:
+                    if (
+                        spool_file is not None
+                        and cur.execute(
+                            "SELECT 1 FROM spooled_files WHERE name = ?", (spool_file,)
+                        ).fetchone()
+                    ):
+                        frames, encoded = [], []
+                    dirs: set[Path] = set()
+                    result, inserted = self._insert(cur, frames, encoded, written, dirs, counts)
+                    if events:
+                        cur.executemany(INSERT_EVENT, [event_row(e) for e in events])
+                    if counts:
+                        cur.executemany(UPSERT_COUNTS, [(k, *v) for k, v in counts.items()])
+                    if spool_file is not None:
+                        cur.execute(
+                            "INSERT OR IGNORE INTO spooled_files (name, rows, time) "
+                            "VALUES (?, ?, ?)",
+                            (spool_file, len(result.committed), time.time()),
+                        )
+                    if self.durable_files:
+                        for d in dirs:  # renames durable before the rows that name them
+                            fsync_dir(d)
+            except (sqlite3.Error, OSError):
+                for p in written:  # files of rows that were rolled back
+                    try:
+                        _remove(p)
+                    except OSError as exc:  # an orphan file; retention sweeps it later
+                        log.warning("%s not removed after a rollback: %s", p, exc)
+                self._restore_deltas(deltas)
+                raise
+            self._settled(frames, inserted)
+        return result, frames
+
     def _insert(
         self,
         cur: sqlite3.Cursor,
@@ -582,17 +713,14 @@ class Recorder(Worker):
         written: list[Path],
         dirs: set[Path],
         counts: dict[str, list[int]],
-    ) -> tuple[list[Committed], list[bool], int, OSError | None]:
+    ) -> tuple[_Written, list[bool]]:
         """INSERT the frames (and archive their images) in the open transaction; their shift
-        counts go into `counts`. Returns the committed rows, which frames got a new row, the
-        images archived and the first archive error."""
-        committed: list[Committed] = []
+        counts go into `counts`. Returns what was written and which frames got a new row."""
+        out = _Written([], 0, None)
         inserted: list[bool] = []
-        images = 0
-        file_error: OSError | None = None
         for frame, enc in zip(frames, encoded, strict=True):
             cur.execute(INSERT_INSPECTION, frame.row)
-            if cur.rowcount != 1:  # its part id is stored already: written before
+            if cur.rowcount != 1:  # its part id is stored already
                 inserted.append(False)
                 continue
             inserted.append(True)
@@ -604,57 +732,58 @@ class Recorder(Worker):
             if enc is not None:
                 try:
                     rel_image, rel_map = self._archive(row_id, frame, enc, dirs, written)
-                    images += 1
+                    out.images += 1
                 except OSError as exc:
-                    file_error = exc
+                    out.file_error = exc
                     rel_image = None
                 if rel_image is not None:
                     cur.execute(
                         "UPDATE inspections SET image_path = ?, map_path = ? WHERE id = ?",
                         (rel_image, rel_map, row_id),
                     )
-            committed.append(Committed(row_id, frame.frame_id, frame.verdict, rel_image))
-        return committed, inserted, images, file_error
+            out.committed.append(Committed(row_id, frame.frame_id, frame.verdict, rel_image))
+        return out, inserted
+
+    def _settled(self, frames: list[_Frame], inserted: list[bool]) -> None:
+        """After COMMIT, still under the flush lock: these rows left the pending counts."""
+        with self._lock:
+            for frame, new in zip(frames, inserted, strict=True):
+                if frame.ours and new:
+                    self._pend_locked(frame.shift, frame.nok, -1)
+                    self._recorded += 1
+                elif frame.ours and frame.from_spool:  # in the database before: nothing new
+                    self._pend_locked(frame.shift, frame.nok, -1)
+                    self._show(frame.shift, (-1, -frame.nok, 0, 0))
+                    self._recorded += 1
+                elif frame.ours:  # a live row whose part id is taken: a numbering fault
+                    self._lost_locked(frame.shift, frame.nok, "duplicate part id")
+                    log.error(
+                        "frame %d: part id %s is stored already", frame.frame_id, frame.row[9]
+                    )
+                elif new:  # an earlier run's result: not in this run's totals yet
+                    self._show(frame.shift, (1, frame.nok, 0, 0))
+                    self._recovered += 1
 
     def _write(self, batch: list[_Item]) -> None:
-        """One transaction for the batch; failures are counted, never raised."""
+        """One transaction for the batch; on failure its results go to the spool, its events
+        are counted as not recorded. Never raises."""
         frames = [i for i in batch if isinstance(i, _Frame)]
         events = [i for i in batch if isinstance(i, StationEvent)]
         markers = [i for i in batch if isinstance(i, _Marker)]
         try:
-            if self._db is None:
+            db = self._db
+            if db is None:
                 self._fail(frames, events, [], self.error or StorageError("database not open"))
                 return
             encoded = [self._encode(f) for f in frames]  # CPU work outside the write lock
-            written: list[Path] = []
-            failed: Exception | None = None
-            with self._flush_lock:
-                deltas = self._take_deltas()
-                counts = {k: list(v) for k, v in deltas.items()}
-                try:
-                    with self._db.transaction() as cur:
-                        dirs: set[Path] = set()
-                        committed, inserted, images, file_error = self._insert(
-                            cur, frames, encoded, written, dirs, counts
-                        )
-                        if events:
-                            cur.executemany(INSERT_EVENT, [event_row(e) for e in events])
-                        if counts:
-                            cur.executemany(UPSERT_COUNTS, [(k, *v) for k, v in counts.items()])
-                        if self.durable_files:
-                            for d in dirs:  # renames durable before the rows that name them
-                                fsync_dir(d)
-                except (sqlite3.Error, OSError) as exc:
-                    for p in written:  # files of rows that were rolled back
-                        _remove(p)
-                    self._restore_deltas(deltas)
-                    failed = exc
-                else:
-                    self._settled(frames, inserted)
-            if failed is not None:
-                self._fail(frames, events, encoded, failed)
+            try:
+                result, _ = self._transaction(db, frames, encoded, events)
+            except (sqlite3.Error, OSError) as exc:
+                self._fail(frames, events, encoded, exc)
                 return
-            self._succeeded(committed, len(events), images, encoded, file_error)
+            self._succeeded(
+                result.committed, len(events), result.images, encoded, result.file_error
+            )
         finally:
             held = sum(f.image_bytes for f in frames)
             if held:
@@ -663,24 +792,14 @@ class Recorder(Worker):
             for m in markers:
                 m.done.set()
 
-    def _settled(self, frames: list[_Frame], inserted: list[bool]) -> None:
-        """After COMMIT, still under the flush lock: these rows left the pending counts."""
-        with self._lock:
-            for frame, new in zip(frames, inserted, strict=True):
-                if frame.ours:
-                    self._pend_locked(frame.shift, frame.nok, -1)
-                    if not new:  # shown at submit, but the row was there already
-                        self._show(frame.shift, (-1, -frame.nok, 0, 0))
-                elif new:  # an earlier run's result: not in this run's totals yet
-                    self._show(frame.shift, (1, frame.nok, 0, 0))
-
     def _replay_spool(self) -> int:
         """Move closed spool files into the database, one transaction a file; returns rows.
 
         A file that cannot be written now stays for the next try (its rows are durable there);
         a file already noted in the database (a crash before its removal) is just removed.
         """
-        if self._db is None:
+        db = self._db
+        if db is None:
             return 0
         total = 0
         for path in self.spool.take():
@@ -696,46 +815,30 @@ class Recorder(Worker):
                     row=tuple(r[1:]),
                     shift=shift_key(float(r[1]), self.cfg.shift_hours),
                     ours=r[0] == self._run_id,
+                    from_spool=True,
                 )
                 for r in records
             ]
-            with self._flush_lock:
-                deltas = self._take_deltas()
-                counts = {k: list(v) for k, v in deltas.items()}
-                try:
-                    with self._db.transaction() as cur:
-                        seen = cur.execute(
-                            "SELECT 1 FROM spooled_files WHERE name = ?", (path.name,)
-                        ).fetchone()
-                        if seen:
-                            frames = []
-                        committed, inserted, _, _ = self._insert(
-                            cur, frames, [None] * len(frames), [], set(), counts
-                        )
-                        if counts:
-                            cur.executemany(UPSERT_COUNTS, [(k, *v) for k, v in counts.items()])
-                        cur.execute(
-                            "INSERT OR IGNORE INTO spooled_files (name, rows, time) "
-                            "VALUES (?, ?, ?)",
-                            (path.name, len(committed), time.time()),
-                        )
-                except (sqlite3.Error, OSError) as exc:
-                    self._restore_deltas(deltas)
-                    log.error("records spool %s not moved into the database yet: %s", path, exc)
-                    with self._lock:
-                        if self._alarm_reason is None:
-                            self._alarm_reason = f"records not written ({exc})"
-                    return total
-                self._settled(frames, inserted)
-            ours = sum(1 for f in frames if f.ours)
+            try:
+                result, frames = self._transaction(
+                    db, frames, [None] * len(frames), [], spool_file=path.name
+                )
+            except (sqlite3.Error, OSError) as exc:
+                (log.debug if self._replay_failing else log.error)(
+                    "records spool %s not moved into the database yet: %s", path, exc
+                )
+                self._replay_failing = True
+                self._next_replay = time.monotonic() + REPLAY_RETRY_S
+                return total
+            self._replay_failing = False
             with self._lock:
-                self._recorded += sum(1 for f, new in zip(frames, inserted, strict=True) if new)
+                ours = sum(1 for f in frames if f.ours)
                 self._spool_waiting = max(0, self._spool_waiting - ours)
-            total += len(committed)
+            total += len(result.committed)
             self.spool.remove(path)
-            if committed and self.on_commit is not None:
+            if result.committed and self.on_commit is not None:
                 try:
-                    self.on_commit(committed)
+                    self.on_commit(result.committed)
                 except Exception:
                     log.exception("on_commit listener failed")
         return total
@@ -771,18 +874,20 @@ class Recorder(Worker):
         encoded: list[tuple[bytes, bytes | None] | None],
         exc: BaseException,
     ) -> None:
+        """The database did not take the batch: its results go to the spool (lost only when it
+        cannot take them), its events are counted as not recorded."""
         reason = "disk full" if is_disk_full(exc) else f"records not written ({exc})"
+        images = sum(1 for e in encoded if e is not None)
         with self._lock:
             first = self._alarm_reason is None
-            for f in frames:
-                self._lost_locked(f.shift, f.nok, reason, ours=f.ours)
-            self._events_unrecorded += len(events)
-            lost_images = sum(1 for e in encoded if e is not None)
-            self._images_unarchived += lost_images
             self._alarm_reason = reason
-            self._alarm_images += lost_images
+            self._events_unrecorded += len(events)
+        if frames and self._spool(frames, reason, images=images):
+            with self._lock:
+                self._alarm_spooled += len(frames)
         log_fn = log.error if first else log.debug
-        log_fn("%s: %d results, %d events not recorded", reason, len(frames), len(events))
+        log_fn("%s: %d results spooled or lost, %d events not recorded", reason, len(frames),
+               len(events))  # fmt: skip
 
     def _succeeded(
         self,
@@ -794,7 +899,6 @@ class Recorder(Worker):
     ) -> None:
         recovered: StationEvent | None = None
         with self._lock:
-            self._recorded += len(committed)
             self._events_recorded += n_events
             self._images_archived += images
             failed_images = sum(1 for e in encoded if e is not None) - images
@@ -812,11 +916,13 @@ class Recorder(Worker):
                     message=(
                         f"records written again after '{self._alarm_reason}': "
                         f"{self._alarm_results} results not recorded, "
+                        f"{self._alarm_spooled} kept in the spool, "
                         f"{self._alarm_images} images not archived"
                     ),
                     data={
                         "reason": self._alarm_reason,
                         "unrecorded": self._alarm_results,
+                        "spooled": self._alarm_spooled,
                         "images_unarchived": self._alarm_images,
                         "unrecorded_total": self._unrecorded,
                     },
@@ -824,6 +930,7 @@ class Recorder(Worker):
                 self._alarm_reason = None
                 self._alarm_results = 0
                 self._alarm_images = 0
+                self._alarm_spooled = 0
         if recovered is not None:
             log.warning("%s", recovered.message)
             self._write([recovered])

@@ -25,7 +25,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from station.core.errors import StorageError
 from station.core.files import fsync_dir
@@ -48,8 +48,8 @@ class Spool:
         self.folder = Path(folder)
         self.max_bytes = max(0, int(max_bytes))
         self._lock = threading.Lock()
-        self._fh: IO[bytes] | None = None
-        self._current: Path | None = None
+        self._fd: int | None = None  # the file being appended to (raw: no buffer to replay)
+        self._size = 0  # its size, where a failed append is cut back to
         self._bytes: int | None = None  # total size of the spool files, read on first use
 
     def _files(self) -> list[Path]:
@@ -66,17 +66,20 @@ class Spool:
             self._bytes = sum(p.stat().st_size for p in self._files())
         return self._bytes
 
-    @property
-    def bytes(self) -> int:
-        """Bytes held in the spool files."""
-        with self._lock:
+    def _close_locked(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
             try:
-                return self._size_locked()
-            except OSError:
-                return 0
+                os.close(fd)
+            except OSError as exc:  # the data was fsynced already; nothing is lost here
+                log.warning("records spool: close failed: %s", exc)
 
     def append(self, records: list[list[Any]]) -> None:
-        """Write records durably (fsynced before returning); StorageError when full or failing."""
+        """Write records durably (fsynced before returning); StorageError when full or failing.
+
+        A failed append leaves nothing behind: the file is cut back to where it was and closed,
+        so no half-written record can turn up later (the caller counts the result as lost).
+        """
         data = b"".join(_frame(r) for r in records)
         with self._lock:
             try:
@@ -84,26 +87,37 @@ class Spool:
                     raise StorageError(
                         f"{self.folder}: records spool full ({self.max_bytes / 1e6:.0f} MB)"
                     )
-                if self._fh is None:
+                if self._fd is None:
                     self.folder.mkdir(parents=True, exist_ok=True)
                     # Sorted by time, never reused (see the module docstring).
                     name = f"{time.time_ns():020d}-{os.getpid()}{_SUFFIX}"
-                    self._current = self.folder / name
-                    self._fh = self._current.open("ab")
+                    self._fd = os.open(
+                        self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+                    )
+                    self._size = 0
                     fsync_dir(self.folder)
-                self._fh.write(data)
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
+                _write_all(self._fd, data)
+                os.fsync(self._fd)
             except OSError as exc:
+                self._undo_locked()
                 raise StorageError(f"{self.folder}: records spool not written: {exc}") from exc
+            self._size += len(data)
             self._bytes = (self._bytes or 0) + len(data)
 
+    def _undo_locked(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError as exc:
+            log.error("records spool: a failed append could not be cut back: %s", exc)
+        self._close_locked()
+
     def take(self) -> list[Path]:
-        """The spool files in order, the one being appended to closed first (none when empty)."""
+        """The spool files in order, the one being appended to closed first (none when empty or
+        unreadable: the next call tries again)."""
         with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+            self._close_locked()
             try:
                 return self._files()
             except OSError as exc:
@@ -132,21 +146,30 @@ class Spool:
             pos = end + 1
         return records, len(data) - pos
 
-    def remove(self, path: Path) -> None:
-        """Delete a file whose records are all in the database."""
+    def remove(self, path: Path) -> bool:
+        """Delete a file whose records are all in the database; False when that failed (it is
+        then read again later and its rows are not inserted twice)."""
         with self._lock:
             try:
                 size = path.stat().st_size
                 path.unlink()
                 fsync_dir(self.folder)
             except FileNotFoundError:
-                return
+                return True
+            except OSError as exc:
+                log.error("records spool %s not removed: %s", path, exc)
+                return False
             if self._bytes is not None:
                 self._bytes = max(0, self._bytes - size)
+            return True
 
     def close(self) -> None:
         """Close the file being appended to (its records stay for the next start)."""
         with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+            self._close_locked()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

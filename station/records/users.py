@@ -1,7 +1,8 @@
 """The `users` table: names, roles, PIN hashes and the lockout state, typed rows in and out.
 
 Hashing and the lockout policy live in the app layer (`station.app.access`); this module only
-stores what it is given, so that a restart keeps a locked-out user locked out.
+stores what it is given, so that a restart keeps a locked-out user locked out. Writes take the
+caller's cursor: a change and its audit row commit together.
 """
 
 from __future__ import annotations
@@ -48,9 +49,15 @@ class UserTable:
         """How many users exist."""
         return int(self.db.fetch("SELECT count(*) FROM users")[0][0])
 
-    def add(self, row: UserRow) -> None:
-        """Insert a new user; StorageError when the name exists."""
-        self._write(
+    def read(self, cur: sqlite3.Cursor, name: str) -> UserRow | None:
+        """One user, read inside the caller's transaction."""
+        r = cur.execute(f"SELECT {COLUMNS} FROM users WHERE name = ?", (name,)).fetchone()
+        return UserRow(*r) if r else None
+
+    @staticmethod
+    def add(cur: sqlite3.Cursor, row: UserRow) -> None:
+        """Insert a new user inside the caller's transaction (IntegrityError when it exists)."""
+        cur.execute(
             f"INSERT INTO users ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 row.name,
@@ -61,36 +68,24 @@ class UserTable:
                 row.locked_until,
                 row.lockouts,
             ),
-            f"user '{row.name}' not added",
         )
 
-    def update(self, name: str, **values: Any) -> None:
-        """Change columns of one user (pin_hash, role, failed, locked_until, lockouts)."""
+    @staticmethod
+    def update(cur: sqlite3.Cursor, name: str, **values: Any) -> None:
+        """Change columns of one user (pin_hash, role, failed, locked_until, lockouts) inside the
+        caller's transaction; StorageError when there is no such user."""
         allowed = {"role", "pin_hash", "failed", "locked_until", "lockouts"}
         bad = set(values) - allowed
         if bad:
             raise ValueError(f"not user columns: {', '.join(sorted(bad))}")
         sets = ", ".join(f"{k} = ?" for k in values)
-        self._write(
-            f"UPDATE users SET {sets} WHERE name = ?",
-            (*values.values(), name),
-            f"user '{name}' not changed",
-            expect_one=True,
-        )
+        cur.execute(f"UPDATE users SET {sets} WHERE name = ?", (*values.values(), name))
+        if cur.rowcount != 1:
+            raise StorageError(f"user '{name}' not changed: no such user")
 
-    def remove(self, name: str) -> None:
-        """Delete one user."""
-        self._write("DELETE FROM users WHERE name = ?", (name,), f"user '{name}' not removed", True)
-
-    def _write(
-        self, sql: str, params: tuple[Any, ...], what: str, expect_one: bool = False
-    ) -> None:
-        try:
-            with self.db.transaction() as cur:
-                cur.execute(sql, params)
-                if expect_one and cur.rowcount != 1:
-                    raise StorageError(f"{what}: no such user")
-        except sqlite3.IntegrityError as exc:
-            raise StorageError(f"{what}: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise StorageError(f"{self.db.path}: {what}: {exc}") from exc
+    @staticmethod
+    def remove(cur: sqlite3.Cursor, name: str) -> None:
+        """Delete one user inside the caller's transaction."""
+        cur.execute("DELETE FROM users WHERE name = ?", (name,))
+        if cur.rowcount != 1:
+            raise StorageError(f"user '{name}' not removed: no such user")

@@ -254,3 +254,56 @@ def test_audit_verify_finds_edited_and_deleted_rows(
     assert main(["audit", "--data-dir", str(clean), "--csv", str(tmp_path / "a.csv")]) == 0
     lines = (tmp_path / "a.csv").read_text().splitlines()
     assert lines[0].startswith("id,time,user,role,action") and len(lines) == 6
+
+
+def test_wrong_pins_at_once_are_all_counted(tmp_path: Path) -> None:
+    """Four wrong PINs from four threads at once (the touchscreen and, later, HTTP): every one
+    counts, so the fifth locks the user out; none is lost between a read and a write."""
+    import threading
+
+    app = StationApp(StationConfig(), tmp_path)
+    add(app, "anna", "technician", "4321")
+    go = threading.Barrier(4)
+    refusals: list[str] = []
+
+    def attempt() -> None:
+        go.wait()
+        try:
+            app.login("anna", "0000")
+        except LoginRefused as exc:
+            refusals.append(str(exc))
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(refusals) == 4
+    assert app.access.users_table.get("anna").failed == 4
+    with pytest.raises(LoginRefused, match="locked for 30 s"):
+        app.login("anna", "0000")
+    app.close()
+
+
+def test_a_removed_users_session_can_do_nothing(tmp_path: Path) -> None:
+    app = StationApp(StationConfig(), tmp_path)
+    add(app, "tom", "technician", "2222")
+    tom = app.login("tom", "2222")
+    app.authorize(tom, Action.THRESHOLD)  # allowed while tom exists
+    app.access.set_pin(app.shell_session(), "tom", "3333")
+    with pytest.raises(PermissionDenied, match="logged out: the user was removed or their PIN"):
+        app.authorize(tom, Action.PAUSE)
+    tom2 = app.login("tom", "3333")
+    app.access.remove_user(app.shell_session(), "tom")
+    with pytest.raises(PermissionDenied, match="logged out"):
+        app.authorize(tom2, Action.PAUSE)
+    last = app.access.audit.rows()[-1]
+    assert (last.user, last.action) == ("tom", "denied")
+    app.close()
+
+
+def test_the_records_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    app = StationApp(StationConfig(), tmp_path)
+    add(app, "anna", "admin", "1234")  # PIN hashes are in there
+    assert (app.db_file.stat().st_mode & 0o777) == 0o600
+    app.close()
