@@ -14,6 +14,7 @@ from station.core.compat import StrEnum
 
 class Verdict(StrEnum):
     OK = "OK"
+    CHECK = "CHECK"  # between the check limit and the reject limit: sent to a manual check
     NOK = "NOK"
 
 
@@ -86,6 +87,7 @@ class InspectionResult:
     device_frame_id: int | None = None
     finished_at: float = field(default_factory=time.time)
     part_id: str = ""  # e.g. DEMO-20261201-000123, unique; what a person quotes for this part
+    check_threshold: float | None = None  # the lower limit of the check band (None: no band)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class Counters:
 
     inspected: int = 0
     nok: int = 0
+    check: int = 0  # parts in the check band, sent to a manual check (counted apart from NOK)
     dropped: int = 0  # frames the queue dropped because the model was slower than the camera
     unrecorded: int = 0  # results the recorder could not write (disk full, ...), never silent
     throughput_per_min: float = 0.0
@@ -145,6 +148,7 @@ class LineStatus:
     camera: str = ""  # "model serial @ fps" as the status bar shows it
     model_version: str = ""
     threshold: float | None = None
+    check_threshold: float | None = None  # the model's check band starts here (None: no band)
     runtime: str = ""
     disk_free_mb: float | None = None
     alarms: tuple[str, ...] = ()  # e.g. "disk full: 12 results not recorded"

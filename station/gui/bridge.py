@@ -53,7 +53,7 @@ class LineBridge(QObject):
 
     # Not named `event`: that would hide QObject.event() and break the object's event handling.
     scores_arrived = Signal(list)  # list[ScorePoint], oldest first
-    nok_arrived = Signal(object)  # InspectionResult of a NOK part (anomaly map kept)
+    nok_arrived = Signal(object)  # InspectionResult of a NOK or CHECK part (anomaly map kept)
     event_arrived = Signal(object)  # StationEvent
 
     def __init__(
@@ -90,7 +90,7 @@ class LineBridge(QObject):
                 result.timestamp,
             )
         )
-        if result.verdict == Verdict.NOK:
+        if result.verdict != Verdict.OK:  # NOK and CHECK parts: the strip shows both
             self._nok.append(result)
 
     def _on_event(self, event: StationEvent) -> None:

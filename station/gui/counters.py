@@ -29,11 +29,12 @@ def shift_captions(shift: str) -> tuple[str, ...]:
     return (f"Inspected since {hour}:00", f"Since {hour}:00")
 
 
-def counter_texts(c: Counters) -> dict[str, str]:
-    """The text of each tile for one set of counters."""
+def counter_texts(c: Counters, band: bool = False) -> dict[str, str]:
+    """The text of each tile for one set of counters; with a check band the NOK tile also
+    counts the parts sent to a manual check ('12 / 3')."""
     return {
         "inspected": f"{c.inspected:,}",
-        "nok": f"{c.nok:,}",
+        "nok": f"{c.nok:,} / {c.check:,}" if band else f"{c.nok:,}",
         "nok_rate": f"{100.0 * c.nok_rate:.1f} %",
         "throughput": f"{c.throughput_per_min:.0f}",
         "latency": f"{c.latency_p50_ms:.0f} / {c.latency_p95_ms:.0f} ms",
@@ -123,15 +124,21 @@ class CountersPanel(QFrame):
         self._shown: dict[str, str] = {}
         self._shift_captions: tuple[str, ...] = ("Inspected",)
 
-    def set_counters(self, counters: Counters) -> bool:
-        """Show `counters`; True when a number changed (unchanged ones are not touched)."""
+    def set_counters(self, counters: Counters, *, band: bool = False) -> bool:
+        """Show `counters`; True when a number changed (unchanged ones are not touched).
+        `band`: the model has a check band (or parts were sent to a check this shift)."""
         changed = False
+        band = band or counters.check > 0
+        caption = "NOK / CHECK" if band else "NOK"
+        if self.captions["nok"].text() != caption:
+            self.captions["nok"].setText(caption)
+            changed = True
         captions = shift_captions(counters.shift)
         if captions != self._shift_captions:
             self._shift_captions = captions
             self._fit_shift_caption()
             changed = True
-        for key, text in counter_texts(counters).items():
+        for key, text in counter_texts(counters, band).items():
             if self._shown.get(key) != text:
                 self.values[key].setText(text)
                 self._shown[key] = text

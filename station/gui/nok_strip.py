@@ -9,7 +9,7 @@ from collections import deque
 import cv2
 import numpy as np
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import (
     QAbstractButton,
     QFrame,
@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from station.core.result import InspectionResult
+from station.core.result import InspectionResult, Verdict
 from station.gui.image_view import ImageView, to_qimage
 from station.gui.overlay import compose, fit_size
 from station.gui.theme import Theme
@@ -91,7 +91,9 @@ class Thumb(QAbstractButton):
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         rect = QRectF(self.rect()).adjusted(2, 2, -2, -2)
-        p.setPen(QColor(t.color("nok")))
+        # The frame says which: red for NOK, purple for a part sent to a manual check.
+        flagged = "check" if self.result.verdict == Verdict.CHECK else "nok"
+        p.setPen(QPen(QColor(t.color(flagged)), 3 if flagged == "check" else 1))
         p.setBrush(QColor(t.color("panel2")))
         p.drawRoundedRect(rect, 8, 8)
         font = QFont(self.font())
@@ -115,7 +117,8 @@ class Thumb(QAbstractButton):
         p.drawText(
             text_box,
             Qt.AlignmentFlag.AlignCenter,
-            f"{self.result.score:.1f}  {clock(self.result.timestamp)[:5]}",
+            f"{'CHECK ' if flagged == 'check' else ''}{self.result.score:.1f}  "
+            f"{clock(self.result.timestamp)[:5]}",
         )
         if self.isDown():
             p.fillRect(rect, QColor(255, 255, 255, 60))
@@ -274,9 +277,10 @@ class NokDetail(QWidget):
         self.view.show_still(result)
         v = self.values
         v["verdict"].setText(result.verdict.value)
-        v["score"].setText(f"{result.score:.2f} / {result.threshold:.2f}")
+        check = f" (check from {result.check_threshold:.2f})" if result.check_threshold else ""
+        v["score"].setText(f"{result.score:.2f} / {result.threshold:.2f}{check}")
         v["time"].setText(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result.timestamp)))
-        part = f"#{result.frame_id}"
+        part = result.part_id or f"#{result.frame_id}"
         if result.label:
             part += f" ({result.label})"
         v["part"].setText(part)

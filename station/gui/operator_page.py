@@ -313,7 +313,9 @@ class OperatorPage(QWidget):
     def _show_status(self, status: LineStatus) -> bool:
         """Show a new snapshot; True when something on screen changed."""
         old, self.status = self.status, status
-        changed = self.counters.set_counters(status.counters)
+        changed = self.counters.set_counters(
+            status.counters, band=status.check_threshold is not None
+        )
         changed |= self.status_bar.set_status(status)
         drift = status.drift
         # No level before the monitor has min_samples good parts: it grades nothing yet.

@@ -29,6 +29,8 @@ def disk_text(free_mb: float | None) -> str:
 def status_texts(status: LineStatus) -> dict[str, str]:
     """The text of each status item."""
     thr = "-" if status.threshold is None else f"{status.threshold:.2f}"
+    if status.check_threshold is not None:
+        thr += f", check {status.check_threshold:.2f}"
     return {
         "camera": f"Camera: {status.camera or '-'}",
         "model": f"Model: {status.model_version or 'none'}  limit {thr}",

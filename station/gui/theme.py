@@ -32,6 +32,7 @@ _FALLBACK = {
     "accent": "#4c9bff",
     "ok": "#17823b",
     "nok": "#c62828",
+    "check": "#8e24aa",  # CHECK parts: neither OK green nor NOK red, nor a state's amber
     "amber": "#ffb300",
     "amber_text": "#111111",
     "on_verdict": "#ffffff",

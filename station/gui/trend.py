@@ -45,10 +45,12 @@ class TrendPlot(QFrame):
         lay.addWidget(self.plot, 1)
         self.ok_item = pg.ScatterPlotItem(size=10, pen=None, symbol="o")
         self.nok_item = pg.ScatterPlotItem(size=16, pen=None, symbol="t1")
+        self.check_item = pg.ScatterPlotItem(size=14, pen=None, symbol="d")
         self.limit = pg.InfiniteLine(angle=0, movable=False)
         self.plot.addItem(self.limit)
         self.plot.addItem(self.ok_item)
         self.plot.addItem(self.nok_item)
+        self.plot.addItem(self.check_item)
         self.limit.hide()
         self.plot.setXRange(-(points - 1), 0, padding=0.02)
         self.set_theme(theme)
@@ -71,6 +73,8 @@ class TrendPlot(QFrame):
         self.ok_item.setBrush(pg.mkBrush(QColor(theme.color("ok")).lighter(135)))
         self.nok_item.setBrush(pg.mkBrush(QColor(theme.color("nok")).lighter(120)))
         self.nok_item.setPen(pg.mkPen(QColor(theme.color("text")), width=1))
+        self.check_item.setBrush(pg.mkBrush(QColor(theme.color("check")).lighter(130)))
+        self.check_item.setPen(pg.mkPen(QColor(theme.color("text")), width=1))
         self.limit.setPen(
             pg.mkPen(QColor(theme.color("plot_line")), width=3, style=Qt.PenStyle.DashLine)
         )
@@ -109,13 +113,17 @@ class TrendPlot(QFrame):
         if not pts:
             self.ok_item.setData(x=[], y=[])
             self.nok_item.setData(x=[], y=[])
+            self.check_item.setData(x=[], y=[])
             return True
         last = pts[-1].seq
         x = np.fromiter((p.seq - last for p in pts), np.float64, len(pts))
         y = np.fromiter((p.score for p in pts), np.float64, len(pts))
         nok = np.fromiter((p.verdict == Verdict.NOK for p in pts), bool, len(pts))
-        self.ok_item.setData(x=x[~nok], y=y[~nok])
+        check = np.fromiter((p.verdict == Verdict.CHECK for p in pts), bool, len(pts))
+        ok = ~(nok | check)
+        self.ok_item.setData(x=x[ok], y=y[ok])
         self.nok_item.setData(x=x[nok], y=y[nok])
+        self.check_item.setData(x=x[check], y=y[check])
         if self._threshold is None:
             self.set_threshold(pts[-1].threshold)
             self._dirty = False

@@ -1,4 +1,5 @@
-"""The verdict banner: OK in green, NOK in red, every non-verdict state in amber with its reason.
+"""The verdict banner: OK in green, NOK in red, CHECK (send to a manual check) in purple, every
+non-verdict state in amber with its reason.
 
 Painted by hand rather than with labels: the title is fitted to the banner's width (never
 truncated, as large as the height allows), and a state change costs one repaint of one widget.
@@ -21,7 +22,7 @@ DISK_FULL_MB = 50.0  # below this much free space nothing can be recorded reliab
 
 @dataclass(frozen=True)
 class BannerState:
-    """What the banner shows: kind is 'ok', 'nok', 'amber' or 'idle'."""
+    """What the banner shows: kind is 'ok', 'nok', 'check', 'amber' or 'idle'."""
 
     kind: str
     title: str
@@ -29,11 +30,14 @@ class BannerState:
 
 
 def _fmt_score(r: InspectionResult) -> str:
-    return f"score {r.score:.2f} / limit {r.threshold:.2f}"
+    check = f" / check {r.check_threshold:.2f}" if r.check_threshold is not None else ""
+    return f"score {r.score:.2f}{check} / limit {r.threshold:.2f}"
 
 
 def _part(r: InspectionResult) -> str:
-    return f"part {r.frame_id} at {time.strftime('%H:%M:%S', time.localtime(r.timestamp))}"
+    # The part id (DEMO-20261201-000123) is what a person quotes; frame ids skip and restart.
+    name = r.part_id or f"part {r.frame_id}"
+    return f"{name} at {time.strftime('%H:%M:%S', time.localtime(r.timestamp))}"
 
 
 def disk_full_reason(status: LineStatus) -> str | None:
@@ -80,11 +84,13 @@ def banner_state(status: LineStatus | None, result: InspectionResult | None) -> 
     detail = f"{_fmt_score(result)}  |  {_part(result)}"
     if result.verdict == Verdict.NOK:
         return BannerState("nok", "NOK", detail)
+    if result.verdict == Verdict.CHECK:
+        return BannerState("check", "CHECK", f"manual check  |  {detail}")
     return BannerState("ok", "OK", detail)
 
 
 # Symbols double the colour for colour-blind operators and glare: a tick, a cross, a warning.
-_SYMBOL = {"ok": "\u2714 ", "nok": "\u2718 ", "amber": "\u26a0 ", "idle": ""}
+_SYMBOL = {"ok": "\u2714 ", "nok": "\u2718 ", "check": "\u2691 ", "amber": "\u26a0 ", "idle": ""}
 
 
 class VerdictBanner(QWidget):
@@ -138,6 +144,8 @@ class VerdictBanner(QWidget):
             return QColor(t.color("ok")), QColor(t.color("on_verdict"))
         if kind == "nok":
             return QColor(t.color("nok")), QColor(t.color("on_verdict"))
+        if kind == "check":
+            return QColor(t.color("check")), QColor(t.color("on_verdict"))
         if kind == "amber":
             return QColor(t.color("amber")), QColor(t.color("amber_text"))
         return QColor(t.color("panel2")), QColor(t.color("text"))

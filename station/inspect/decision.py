@@ -10,9 +10,14 @@ import numpy as np
 from station.core.result import Verdict
 
 
-def verdict(score: float, threshold: float) -> Verdict:
-    """NOK when the score reaches the threshold (a score equal to it is rejected: fail safe)."""
-    return Verdict.NOK if score >= threshold else Verdict.OK
+def verdict(score: float, threshold: float, check: float | None = None) -> Verdict:
+    """NOK when the score reaches the threshold (a score equal to it is rejected: fail safe);
+    CHECK when it reaches the check limit below it (a band for a manual check); else OK."""
+    if score >= threshold:
+        return Verdict.NOK
+    if check is not None and score >= check:
+        return Verdict.CHECK
+    return Verdict.OK
 
 
 @dataclass(frozen=True)

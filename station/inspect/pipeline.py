@@ -448,7 +448,8 @@ class InspectorWorker(Worker):
             # Never a verdict: a NaN compares false with any limit and would pass as OK.
             raise StationError(f"the model's score is {pred.score}, not a number")
         threshold = model.threshold
-        v = verdict(pred.score, threshold)
+        check = model.check_threshold
+        v = verdict(pred.score, threshold, check)
         now = time.time()
         part_ids = self.line.part_ids
         return InspectionResult(
@@ -462,12 +463,13 @@ class InspectorWorker(Worker):
             model_version=model.version,
             image=frame.image,
             # OK maps are never shown or archived: do not keep an image-sized array alive.
-            anomaly_map=pred.anomaly_map if v == Verdict.NOK else None,
+            anomaly_map=pred.anomaly_map if v != Verdict.OK else None,
             stages_ms=pred.stages_ms,
             label=frame.label,
             device_frame_id=frame.device_frame_id,
             finished_at=now,
             part_id=part_ids(frame.timestamp) if part_ids is not None else "",
+            check_threshold=check,
         )
 
     def teardown(self) -> None:
@@ -559,6 +561,7 @@ class Line:
         self._camera_desc = ""
         self._model_version = ""
         self._threshold: float | None = None
+        self._check_threshold: float | None = None
         self._runtime = ""
 
     # -- control -----------------------------------------------------------------------------
@@ -657,6 +660,7 @@ class Line:
                 camera=self._camera_desc,
                 model_version=self._model_version,
                 threshold=self._threshold,
+                check_threshold=self._check_threshold,
                 runtime=self._runtime,
             )
 
@@ -726,6 +730,7 @@ class Line:
             self._drift = monitor
             self._model_version = model.version
             self._threshold = float(model.threshold)
+            self._check_threshold = model.check_threshold
             self._runtime = str(getattr(model.runtime.kind, "value", model.runtime.kind))
             message = (
                 f"{why}: {model.version} ({self._runtime}), threshold {model.threshold:.4g}, "

@@ -26,6 +26,7 @@ class LineStats:
         self._lock = threading.Lock()
         self._inspected = 0
         self._nok = 0
+        self._check = 0
         self._dropped = 0
         self._model_ms_sum = 0.0
         self._first: float | None = None  # monotonic time of the first result
@@ -39,6 +40,8 @@ class LineStats:
             self._inspected += 1
             if result.verdict == Verdict.NOK:
                 self._nok += 1
+            elif result.verdict == Verdict.CHECK:
+                self._check += 1
             self._model_ms_sum += result.stages_ms.total
             self._latency.append(result.latency_ms)
             if self._first is None:
@@ -77,13 +80,19 @@ class LineStats:
             n_window = len(self._finished)
             lat = np.fromiter(self._latency, dtype=np.float64, count=len(self._latency))
             span = min(self.window_s, t - self._first) if self._first is not None else 0.0
-            inspected, nok, dropped = self._inspected, self._nok, self._dropped
+            inspected, nok, check, dropped = (
+                self._inspected,
+                self._nok,
+                self._check,
+                self._dropped,
+            )
         # Below a second of history a rate is noise; report none rather than a wild number.
         rate = n_window / span * 60.0 if span >= 1.0 else 0.0
         p50, p95 = np.percentile(lat, [50, 95]).tolist() if lat.size else (0.0, 0.0)
         return Counters(
             inspected=inspected,
             nok=nok,
+            check=check,
             dropped=dropped,
             unrecorded=unrecorded,
             throughput_per_min=float(rate),

@@ -34,8 +34,9 @@ from station.model.preprocess import Preprocessing
 # Raised whenever a manifest gains a field that changes the scores, so that an older station
 # refuses a newer model instead of silently ignoring the field and judging parts differently.
 # 1: the first release. 2: preprocessing scale / exposure / max_tiles, score_top,
-# intensity_weight. Every older format still loads (absent fields keep their old meaning).
-FORMAT_VERSION = 2
+# intensity_weight. 3: check_threshold (a CHECK band below the reject limit). Every older format
+# still loads (absent fields keep their old meaning).
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 BANK = "memory_bank.npy"
 ONNX = "feature_extractor.onnx"
@@ -70,6 +71,16 @@ class Manifest:
     # Image score: mean of the top fraction of patch scores; 0 (models from before it existed) =
     # the paper's reweighted maximum.
     score_top: float = 0.0
+    # Parts scoring from here up to the threshold are CHECK (sent to a manual check); None: no
+    # band, the verdict is OK / NOK as before.
+    check_threshold: float | None = None
+    notes: str = ""  # the technician's words when the version was saved
+    # How the limits were chosen: held-back good and known-bad scores, target, the rates and
+    # their intervals, training images that scored far above the rest (see station.app.setup).
+    validation: dict[str, Any] = field(default_factory=dict)
+    # What the model was trained on (smallest and largest image, channels): frames far outside
+    # it are alarmed at the line (a model of another product).
+    train_shape: dict[str, Any] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

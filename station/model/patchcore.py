@@ -137,6 +137,11 @@ class PatchCore:
         return self.artifact.manifest.threshold
 
     @property
+    def check_threshold(self) -> float | None:
+        """Where the CHECK band starts (None: no band)."""
+        return self.artifact.manifest.check_threshold
+
+    @property
     def version(self) -> str:
         m = self.artifact.manifest
         return f"{m.product}/{m.version}"

@@ -101,6 +101,7 @@ class InspectionRow:
     override_operator: str | None = None
     override_time: float | None = None
     part_id: str | None = None  # e.g. DEMO-20261201-000123; None on rows from before it existed
+    check_threshold: float | None = None  # the check band's lower limit when it had one
 
     @property
     def when(self) -> datetime:
@@ -139,6 +140,7 @@ class ShiftCounts:
     nok: int = 0
     dropped: int = 0
     unrecorded: int = 0
+    check: int = 0
 
     def to_counters(self, line: Counters | None = None) -> Counters:
         """The operator-screen record: these shift counts, with throughput and latency taken
@@ -147,6 +149,7 @@ class ShiftCounts:
             line or Counters(),
             inspected=self.inspected,
             nok=self.nok,
+            check=self.check,
             dropped=self.dropped,
             unrecorded=self.unrecorded,
             shift=self.shift,
@@ -155,7 +158,8 @@ class ShiftCounts:
 
 INSPECTION_COLUMNS = (
     "id, time, frame_id, source, score, threshold, verdict, latency_ms, model_version, label, "
-    "image_path, map_path, override_verdict, override_operator, override_time, part_id"
+    "image_path, map_path, override_verdict, override_operator, override_time, part_id, "
+    "check_threshold"
 )
 
 # A part id already stored inserts nothing (the caller checks rowcount): a spooled row moved in
@@ -163,15 +167,16 @@ INSPECTION_COLUMNS = (
 # any other constraint (a NULL score, a verdict it does not know) fails the statement loudly.
 INSERT_INSPECTION = (
     "INSERT INTO inspections (time, frame_id, source, score, threshold, verdict, latency_ms, "
-    "model_version, label, part_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "model_version, label, part_id, check_threshold) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (part_id) WHERE part_id IS NOT NULL DO NOTHING"
 )
 INSERT_EVENT = "INSERT INTO events (time, kind, message, state, data) VALUES (?, ?, ?, ?, ?)"
 UPSERT_COUNTS = (
-    "INSERT INTO shift_counters (shift, inspected, nok, dropped, unrecorded) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (shift) DO UPDATE SET "
+    "INSERT INTO shift_counters (shift, inspected, nok, dropped, unrecorded, checks) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (shift) DO UPDATE SET "
     "inspected = inspected + excluded.inspected, nok = nok + excluded.nok, "
-    "dropped = dropped + excluded.dropped, unrecorded = unrecorded + excluded.unrecorded"
+    "dropped = dropped + excluded.dropped, unrecorded = unrecorded + excluded.unrecorded, "
+    "checks = checks + excluded.checks"
 )
 
 
@@ -193,6 +198,7 @@ def _inspection(row: tuple[Any, ...]) -> InspectionRow:
         override_operator=row[13],
         override_time=row[14],
         part_id=row[15],
+        check_threshold=row[16],
     )
 
 
@@ -400,14 +406,15 @@ class Database:
     def shift_counts(self, shift: str) -> ShiftCounts:
         """The counters of one shift ('2026-11-21/06'); zeros when nothing was counted."""
         rows = self.fetch(
-            "SELECT shift, inspected, nok, dropped, unrecorded FROM shift_counters WHERE shift = ?",
+            "SELECT shift, inspected, nok, dropped, unrecorded, checks FROM shift_counters "
+            "WHERE shift = ?",
             [shift],
         )
         return ShiftCounts(*rows[0]) if rows else ShiftCounts(shift)
 
     def all_shift_counts(self, limit: int | None = None) -> list[ShiftCounts]:
         """Counters of every shift, newest first."""
-        sql = "SELECT shift, inspected, nok, dropped, unrecorded FROM shift_counters"
+        sql = "SELECT shift, inspected, nok, dropped, unrecorded, checks FROM shift_counters"
         sql += " ORDER BY shift DESC"
         params: list[Any] = []
         if limit is not None:

@@ -127,6 +127,48 @@ MIGRATIONS: tuple[Migration, ...] = (
             "BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END",
         ),
     ),
+    Migration(
+        3,
+        "CHECK verdicts (a manual-check band below the reject limit)",
+        (
+            # SQLite cannot change a CHECK constraint in place: the table is rebuilt, rows and
+            # ids kept, its indexes made again.
+            """
+            CREATE TABLE inspections_v3 (
+                id INTEGER PRIMARY KEY,
+                time REAL NOT NULL,
+                frame_id INTEGER NOT NULL,
+                source TEXT NOT NULL,
+                score REAL NOT NULL,
+                threshold REAL NOT NULL,
+                verdict TEXT NOT NULL CHECK (verdict IN ('OK', 'CHECK', 'NOK')),
+                latency_ms REAL NOT NULL,
+                model_version TEXT NOT NULL,
+                label TEXT,
+                image_path TEXT,
+                map_path TEXT,
+                override_verdict TEXT CHECK (override_verdict IN ('OK', 'CHECK', 'NOK')),
+                override_operator TEXT,
+                override_time REAL,
+                part_id TEXT,
+                check_threshold REAL
+            )
+            """,
+            "INSERT INTO inspections_v3 (id, time, frame_id, source, score, threshold, verdict, "
+            "latency_ms, model_version, label, image_path, map_path, override_verdict, "
+            "override_operator, override_time, part_id) SELECT id, time, frame_id, source, score, "
+            "threshold, verdict, latency_ms, model_version, label, image_path, map_path, "
+            "override_verdict, override_operator, override_time, part_id FROM inspections",
+            "DROP TABLE inspections",
+            "ALTER TABLE inspections_v3 RENAME TO inspections",
+            "CREATE INDEX inspections_time ON inspections (time)",
+            "CREATE INDEX inspections_verdict_time ON inspections (verdict, time)",
+            "CREATE INDEX inspections_archived ON inspections (time) WHERE image_path IS NOT NULL",
+            "CREATE UNIQUE INDEX inspections_part_id ON inspections (part_id) "
+            "WHERE part_id IS NOT NULL",
+            "ALTER TABLE shift_counters ADD COLUMN checks INTEGER NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -134,6 +134,15 @@ class _Frame:
     def nok(self) -> int:
         return int(self.row[5] == Verdict.NOK.value)
 
+    @property
+    def check(self) -> int:
+        return int(self.row[5] == Verdict.CHECK.value)
+
+    @property
+    def counts(self) -> tuple[int, int, int, int, int]:
+        """What the row adds to its shift: inspected, NOK, dropped, unrecorded, CHECK."""
+        return (1, self.nok, 0, 0, self.check)
+
 
 @dataclass
 class _Written:
@@ -152,6 +161,15 @@ class _Marker:
 
 
 _Item = _Frame | StationEvent | _Marker
+
+
+ROW_FIELDS = 11  # INSERT_INSPECTION's parameters
+Counts = tuple[int, int, int, int, int]  # inspected, nok, dropped, unrecorded, check: as stored
+
+
+def _result_counts(result: InspectionResult) -> Counts:
+    v = Verdict(result.verdict)
+    return (1, int(v == Verdict.NOK), 0, 0, int(v == Verdict.CHECK))
 
 
 def _storable(result: InspectionResult) -> str | None:
@@ -216,10 +234,10 @@ class Recorder(Worker):
         self._events_unrecorded = 0
         self._images_archived = 0
         self._images_unarchived = 0
-        # shift -> [inspected, nok, dropped, unrecorded] still to be written for results that
-        # have no row (lost) and for dropped frames; a row's own counts go with its INSERT.
+        # shift -> [inspected, nok, dropped, unrecorded, check] still to be written for results
+        # that have no row (lost) and for dropped frames; a row's own counts go with its INSERT.
         self._deltas: dict[str, list[int]] = {}
-        # shift -> [inspected, nok] of this run's results submitted but not yet written or lost.
+        # shift -> the same counts of this run's results submitted but not yet written or lost.
         self._pending: dict[str, list[int]] = {}
         # shift -> running totals (stored + not yet written), loaded once per shift, then kept up
         # at every submit: the operator's counters are read many times a second and must never
@@ -245,14 +263,15 @@ class Recorder(Worker):
         False when it is lost (the spool full or failing too, or not storable: counted and
         alarmed)."""
         shift = shift_key(result.timestamp, self.cfg.shift_hours)
-        nok = result.verdict == Verdict.NOK
+        counts = _result_counts(result)
+        flagged = result.verdict != Verdict.OK  # NOK and CHECK parts: image and map archived
         bad = _storable(result)
         with self._lock:
             self._submitted += 1
             if bad is not None:
-                self._lost_locked(shift, int(nok), f"result not recordable ({bad})", ours=False)
+                self._lost_locked(shift, counts, f"result not recordable ({bad})", ours=False)
                 return False
-            self._pend_locked(shift, int(nok), 1)
+            self._pend_locked(shift, counts, 1)
             row = (
                 float(result.timestamp),
                 int(result.frame_id),
@@ -264,12 +283,13 @@ class Recorder(Worker):
                 str(result.model_version),
                 result.label,
                 result.part_id or None,
+                None if result.check_threshold is None else float(result.check_threshold),
             )
             frame = _Frame(row=row, shift=shift)
             if self._closed:
                 keep_image = False
             else:
-                keep_image = self._keep_image_locked(nok, result)
+                keep_image = self._keep_image_locked(flagged, result)
                 if keep_image:
                     frame.image = result.image
                     frame.anomaly_map = result.anomaly_map
@@ -286,15 +306,15 @@ class Recorder(Worker):
         # the lock), and from there into the database when the writer has caught up.
         return self._spool([frame], "records queue full (disk too slow)", images=int(keep_image))
 
-    def _keep_image_locked(self, nok: bool, result: InspectionResult) -> bool:
-        if nok:
+    def _keep_image_locked(self, flagged: bool, result: InspectionResult) -> bool:
+        if flagged:
             keep = True
         else:
             every = self.cfg.ok_sample_every
             keep = every > 0 and self._ok_seen % every == 0
             self._ok_seen += 1
         if keep:
-            amap = result.anomaly_map if nok else None
+            amap = result.anomaly_map if flagged else None
             nbytes = result.image.nbytes + (amap.nbytes if amap is not None else 0)
             if self._pending_bytes + nbytes > self._max_pending_bytes:
                 # The archive is far behind: keep the verdict, let this image go (counted).
@@ -312,7 +332,7 @@ class Recorder(Worker):
         except StorageError as exc:
             with self._lock:
                 for f in frames:
-                    self._lost_locked(f.shift, f.nok, f"{why}; spool: {exc}")
+                    self._lost_locked(f.shift, f.counts, f"{why}; spool: {exc}")
                 self._images_unarchived += images
                 self._alarm_images += images
             return False
@@ -341,8 +361,8 @@ class Recorder(Worker):
         """Add frames the inspection queue dropped to the shift counters."""
         shift = shift_key(time.time() if when is None else when, self.cfg.shift_hours)
         with self._lock:
-            self._delta(shift, (0, 0, n, 0))
-            self._show(shift, (0, 0, n, 0))
+            self._delta(shift, (0, 0, n, 0, 0))
+            self._show(shift, (0, 0, n, 0, 0))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted before this call is written (or counted as lost),
@@ -462,12 +482,16 @@ class Recorder(Worker):
             with self._lock:
                 t = self._totals.get(key)
                 if t is None:
-                    d = self._deltas.get(key, [0, 0, 0, 0])
-                    pi, pn = self._pending.get(key, [0, 0])
-                    base = (stored.inspected, stored.nok, stored.dropped, stored.unrecorded)
-                    t = [a + b for a, b in zip(base, d, strict=True)]
-                    t[0] += pi
-                    t[1] += pn
+                    d = self._deltas.get(key, [0, 0, 0, 0, 0])
+                    p = self._pending.get(key, [0, 0, 0, 0, 0])
+                    base = (
+                        stored.inspected,
+                        stored.nok,
+                        stored.dropped,
+                        stored.unrecorded,
+                        stored.check,
+                    )
+                    t = [a + b + c for a, b, c in zip(base, d, p, strict=True)]
                     while len(self._totals) >= MAX_SHIFT_TOTALS:
                         del self._totals[next(iter(self._totals))]
                     self._totals[key] = t
@@ -480,38 +504,38 @@ class Recorder(Worker):
         )
 
     # -- bookkeeping (self._lock held) ---------------------------------------------------------
-    def _delta(self, shift: str, values: tuple[int, int, int, int]) -> None:
+    def _delta(self, shift: str, values: Counts) -> None:
         """Counts still to be written to the database (no row carries them)."""
-        d = self._deltas.setdefault(shift, [0, 0, 0, 0])
+        d = self._deltas.setdefault(shift, [0, 0, 0, 0, 0])
         for i, n in enumerate(values):
             d[i] += n
 
-    def _show(self, shift: str, values: tuple[int, int, int, int]) -> None:
+    def _show(self, shift: str, values: Counts) -> None:
         """Counts added to the running totals the operator sees (when that shift is loaded)."""
         t = self._totals.get(shift)
         if t is not None:
             for i, n in enumerate(values):
                 t[i] += n
 
-    def _pend_locked(self, shift: str, nok: int, sign: int) -> None:
+    def _pend_locked(self, shift: str, counts: Counts, sign: int) -> None:
         """A result of this run submitted (+1) or settled (-1: written or lost)."""
-        p = self._pending.setdefault(shift, [0, 0])
-        p[0] += sign
-        p[1] += sign * nok
+        p = self._pending.setdefault(shift, [0, 0, 0, 0, 0])
+        for i, n in enumerate(counts):
+            p[i] += sign * n
         if sign > 0:
-            self._show(shift, (1, nok, 0, 0))
-        elif p == [0, 0]:
+            self._show(shift, counts)
+        elif not any(p):
             del self._pending[shift]
 
-    def _lost_locked(self, shift: str, nok: int, reason: str, *, ours: bool = True) -> None:
+    def _lost_locked(self, shift: str, counts: Counts, reason: str, *, ours: bool = True) -> None:
         """A result that will have no row: counted as inspected and as not recorded."""
         if ours:
-            self._pend_locked(shift, nok, -1)
+            self._pend_locked(shift, counts, -1)
         else:
-            self._show(shift, (1, nok, 0, 0))
+            self._show(shift, counts)
         self._unrecorded += 1
-        self._delta(shift, (1, nok, 0, 1))
-        self._show(shift, (0, 0, 0, 1))
+        self._delta(shift, (counts[0], counts[1], 0, 1, counts[4]))
+        self._show(shift, (0, 0, 0, 1, 0))
         if self._alarm_reason is None:
             self._alarm_reason = reason
             log.error("%s: results are not being recorded", reason)
@@ -633,8 +657,8 @@ class Recorder(Worker):
 
     def _restore_deltas(self, taken: dict[str, list[int]]) -> None:
         with self._lock:
-            for shift, values in taken.items():
-                self._delta(shift, (values[0], values[1], values[2], values[3]))
+            for shift, v in taken.items():
+                self._delta(shift, (v[0], v[1], v[2], v[3], v[4]))
 
     def _encode(self, frame: _Frame) -> tuple[bytes, bytes | None] | None:
         if frame.image is None:
@@ -724,9 +748,9 @@ class Recorder(Worker):
                 inserted.append(False)
                 continue
             inserted.append(True)
-            c = counts.setdefault(frame.shift, [0, 0, 0, 0])
-            c[0] += 1
-            c[1] += frame.nok
+            c = counts.setdefault(frame.shift, [0, 0, 0, 0, 0])
+            for i, n in enumerate(frame.counts):
+                c[i] += n
             row_id = int(cur.lastrowid or 0)
             rel_image: str | None = None
             if enc is not None:
@@ -748,20 +772,21 @@ class Recorder(Worker):
         """After COMMIT, still under the flush lock: these rows left the pending counts."""
         with self._lock:
             for frame, new in zip(frames, inserted, strict=True):
+                c = frame.counts
                 if frame.ours and new:
-                    self._pend_locked(frame.shift, frame.nok, -1)
+                    self._pend_locked(frame.shift, c, -1)
                     self._recorded += 1
                 elif frame.ours and frame.from_spool:  # in the database before: nothing new
-                    self._pend_locked(frame.shift, frame.nok, -1)
-                    self._show(frame.shift, (-1, -frame.nok, 0, 0))
+                    self._pend_locked(frame.shift, c, -1)
+                    self._show(frame.shift, (-c[0], -c[1], 0, 0, -c[4]))
                     self._recorded += 1
                 elif frame.ours:  # a live row whose part id is taken: a numbering fault
-                    self._lost_locked(frame.shift, frame.nok, "duplicate part id")
+                    self._lost_locked(frame.shift, c, "duplicate part id")
                     log.error(
                         "frame %d: part id %s is stored already", frame.frame_id, frame.row[9]
                     )
                 elif new:  # an earlier run's result: not in this run's totals yet
-                    self._show(frame.shift, (1, frame.nok, 0, 0))
+                    self._show(frame.shift, c)
                     self._recovered += 1
 
     def _write(self, batch: list[_Item]) -> None:
@@ -812,7 +837,8 @@ class Recorder(Worker):
                 log.warning("records spool %s: %d torn bytes at its end ignored", path, torn)
             frames = [
                 _Frame(
-                    row=tuple(r[1:]),
+                    # Older spool lines lack the newer columns (check_threshold): NULL there.
+                    row=tuple(r[1:]) + (None,) * (ROW_FIELDS - len(r) + 1),
                     shift=shift_key(float(r[1]), self.cfg.shift_hours),
                     ours=r[0] == self._run_id,
                     from_spool=True,

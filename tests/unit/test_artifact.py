@@ -78,10 +78,11 @@ def test_format_1_model_still_loads_with_its_old_meaning(artifact_copy: Path):
 
     f = artifact_copy / MANIFEST
     d = json.loads(f.read_text())
-    assert d["format_version"] == FORMAT_VERSION == 2
+    assert d["format_version"] == FORMAT_VERSION == 3
     d["format_version"] = 1
-    for key in ("score_top", "intensity_weight"):
+    for key in ("score_top", "intensity_weight", "check_threshold", "notes", "validation"):
         d.pop(key)
+    d.pop("train_shape")
     for key in ("scale", "exposure", "max_tiles"):
         d["preprocessing"].pop(key)
     d["content_sha256"] = _manifest_hash(d)
@@ -89,6 +90,7 @@ def test_format_1_model_still_loads_with_its_old_meaning(artifact_copy: Path):
     art = load_artifact(artifact_copy)
     assert art.manifest.score_top == 0.0 and art.manifest.preprocessing.max_tiles == 0
     assert art.manifest.preprocessing.scale == 0.0
+    assert art.manifest.check_threshold is None  # no CHECK band: OK / NOK as then
 
 
 def test_missing_onnx_is_refused(artifact_copy: Path):
