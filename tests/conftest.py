@@ -48,7 +48,8 @@ def demo_model(
     demo_product: Path, demo_model_config: ModelConfig, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A model artifact fitted on the demo product's train/good: .../models/demo/v0001."""
-    from station.model.patchcore import fit, training_images
+    from station.model.patchcore import training_images
+    from station.model.training import fit
 
     out = tmp_path_factory.mktemp("models") / "demo" / "v0001"
     fit(training_images(demo_product), demo_model_config, out, product="demo", progress=False)

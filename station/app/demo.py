@@ -97,7 +97,8 @@ def build_demo_model(
     store: ModelStore, product_root: Path, cfg: ModelConfig, emit: Callable[[StationEvent], None]
 ) -> Path:
     """Fit the demo model on the (complete) demo product as the next version; atomic."""
-    from station.model.patchcore import fit, training_images
+    from station.model.patchcore import training_images
+    from station.model.training import fit
 
     if not is_complete(product_root):
         raise RuntimeError(f"{product_root}: the demo product is not complete")

@@ -162,7 +162,8 @@ def bench(args: argparse.Namespace, work: Path, frames: int) -> dict[str, Any]:
     from station.app import StationApp
     from station.camera.replay import scan_folder
     from station.core.imageio import read_image
-    from station.model.patchcore import PatchCore, fit, training_images
+    from station.model.patchcore import PatchCore, training_images
+    from station.model.training import fit
 
     fit_s = None
     if args.data == "demo":

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from station.config import load_config
-from station.model.patchcore import fit, training_images
+from station.model.patchcore import training_images
+from station.model.training import fit
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -88,7 +88,7 @@ def test_channel_reduction_equals_adaptive_pooling_and_exports(tmp_path: Path):
     import torch.nn.functional as F
 
     from station.model.extractor import FeatureExtractor, channel_pool_matrix
-    from station.model.patchcore import export_onnx
+    from station.model.training import export_onnx
 
     x = torch.randn(2, 432, 5, 6)
     pooled = F.adaptive_avg_pool1d(x.permute(0, 2, 3, 1).reshape(2, 30, 432), 160)
