@@ -9,16 +9,18 @@ from __future__ import annotations
 import dataclasses
 import math
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from station.config import ModelConfig
-from station.core.errors import ModelError
+from station.core.errors import ModelError, StationError
 from station.core.imageio import read_image
 from station.model.artifact import Manifest, creator, now_iso, write_artifact
 from station.model.backbones import LoadedBackbone, load_backbone
@@ -29,6 +31,7 @@ from station.model.preprocess import Preprocessing, pixel_max_for, prepare
 
 CALIBRATION_QUANTILE = 0.99
 EXPORT_OPSET = 17
+LOO_NEIGHBOURS = 8  # searched per patch to find the nearest one of another training image
 
 
 def build_extractor(cfg: ModelConfig) -> tuple[FeatureExtractor, Preprocessing, LoadedBackbone]:
@@ -76,9 +79,56 @@ def export_onnx(fx: FeatureExtractor, image_size: int, out: Path) -> Path:
     return out
 
 
+class FitCancelled(StationError):
+    """The fit was cancelled; nothing was written."""
+
+
+@dataclass(frozen=True)
+class FitProgress:
+    """Where a fit is: its stage, that stage's count, and the whole fit's share done."""
+
+    stage: str  # "reading", "features", "coreset", "scoring", "writing"
+    done: int
+    total: int
+    fraction: float  # of the whole fit, 0 .. 1
+    elapsed_s: float
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left, extrapolated from the share done (None while too early to tell)."""
+        if self.fraction < 0.03:
+            return None
+        return self.elapsed_s * (1.0 - self.fraction) / self.fraction
+
+
+# Share of a fit's time per stage, measured on the demo product and magnetic_tile (default
+# config); only the time left shown to a technician depends on them.
+_STAGES = {"reading": 0.05, "features": 0.45, "coreset": 0.30, "scoring": 0.15, "writing": 0.05}
+_STAGE_START = {s: sum(list(_STAGES.values())[:i]) for i, s in enumerate(_STAGES)}
+
+
+class _Tracker:
+    """Reports progress through stages and stops the fit at the next step once cancelled."""
+
+    def __init__(
+        self, report: Callable[[FitProgress], None] | None, cancel: threading.Event | None
+    ) -> None:
+        self.report = report
+        self.cancel = cancel
+        self.t0 = time.perf_counter()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise FitCancelled("cancelled: nothing was written")
+        if self.report is None:
+            return
+        f = _STAGE_START[stage] + _STAGES[stage] * (done / total if total else 1.0)
+        self.report(FitProgress(stage, done, total, min(1.0, f), time.perf_counter() - self.t0))
+
+
 @dataclass(frozen=True)
 class FitReport:
-    """What `station fit` prints."""
+    """What a fit wrote and measured."""
 
     artifact: Path
     n_train: int
@@ -87,16 +137,35 @@ class FitReport:
     bank_size: int
     fit_seconds: float
     threshold: float
+    # (image, score) of the held-back good parts (never in the bank), in input order.
+    calibration: tuple[tuple[str, float], ...] = ()
+    # (image, score) of each training image against the bank without its own patches: a
+    # "good" image far above the rest is likely not good (see station.app.setup).
+    training_scores: tuple[tuple[str, float], ...] = ()
 
 
-def split_calibration(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out about 10 % of the good images (3..50) to calibrate threshold and drift baseline.
+def split_calibration(
+    n: int, seed: int, fraction: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out good images to calibrate threshold and drift baseline: about 10 % (3..50) by
+    default, or `fraction` of them (at least 3, at most all but 3).
 
     The bank must not contain them: a part scored against its own patches looks perfect.
     """
-    n_cal = 0 if n < 6 else min(50, max(3, round(0.1 * n)))
+    if fraction is None:
+        n_cal = 0 if n < 6 else min(50, max(3, round(0.1 * n)))
+    else:
+        n_cal = 0 if n < 6 else min(n - 3, max(3, round(fraction * n)))
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[n_cal:]), np.sort(order[:n_cal])
+
+
+def train_shape(arrays: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Smallest and largest image and the channels of a training set (for the line's check)."""
+    hs = [a.shape[0] for a in arrays]
+    ws = [a.shape[1] for a in arrays]
+    channels = sorted({1 if a.ndim == 2 else int(a.shape[2]) for a in arrays})
+    return {"min_hw": [min(hs), min(ws)], "max_hw": [max(hs), max(ws)], "channels": channels}
 
 
 def fit(
@@ -106,20 +175,38 @@ def fit(
     *,
     product: str | None = None,
     progress: bool = True,
+    on_progress: Callable[[FitProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    holdout: float | None = None,
+    score_training: bool = False,
+    created_by: str | None = None,
 ) -> FitReport:
-    """Fit PatchCore on good images and write a versioned artifact to `out`."""
+    """Fit PatchCore on good images and write a versioned artifact to `out`.
+
+    `progress` draws terminal bars; `on_progress` gets a `FitProgress` at every step, and a set
+    `cancel` stops the fit at the next step with FitCancelled (nothing written: the artifact
+    is only renamed into place when complete). `holdout` is the share of good parts kept out
+    of the bank to calibrate the limit (default about 10 %). `score_training` also scores each
+    training image against the bank without its own patches.
+    """
     from tqdm import tqdm
 
-    t_start = time.perf_counter()
+    step = _Tracker(on_progress, cancel)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     fx, pre, bb = build_extractor(cfg)
-    arrays = [read_image(p) for p in images]
+    arrays = []
+    for i, path in enumerate(images):
+        step("reading", i, len(images))
+        arrays.append(read_image(path))
+    step("reading", len(images), len(images))
     pixel_max = pixel_max_for(max(float(a.max()) for a in arrays))
     color = any(a.ndim == 3 for a in arrays)
     pre = dataclasses.replace(pre, pixel_max=pixel_max, color=color)
     prepared = [prepare(a, pre) for a in arrays]
-    bank_idx, cal_idx = split_calibration(len(images), cfg.seed)
+    shape = train_shape(arrays)
+    del arrays
+    bank_idx, cal_idx = split_calibration(len(images), cfg.seed, holdout)
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_file = export_onnx(fx, pre.image_size, Path(tmp) / "fx.onnx")
@@ -129,9 +216,17 @@ def fit(
 
         rt = OnnxRuntime(onnx_file, threads=cfg.threads)
         bar = tqdm(total=len(prepared), desc="features", unit="img", disable=not progress)
-        feats = extract_features(rt, prepared, progress=bar.update)
+        done = [0]
+
+        def _features(n: int) -> None:
+            bar.update(n)
+            done[0] += n
+            step("features", done[0], len(prepared))
+
+        feats = extract_features(rt, prepared, progress=_features)
         bar.close()
-        rows = np.concatenate([valid_patch_features(feats[i], prepared[i]) for i in bank_idx])
+        per_image = [valid_patch_features(feats[i], prepared[i]) for i in bank_idx]
+        rows = np.concatenate(per_image)
         k = min(cfg.max_bank, max(1, math.ceil(cfg.coreset_ratio * len(rows))))
         bar = tqdm(total=1, desc="coreset", disable=not progress)
 
@@ -139,25 +234,41 @@ def fit(
             bar.total = total
             bar.n = done
             bar.refresh()
+            step("coreset", done, total)
 
-        sel = hierarchical_coreset(
-            rows,
-            k,
-            projection=cfg.coreset_projection,
-            seed=cfg.seed,
-            progress=_coreset_progress,
+        sel = np.sort(
+            hierarchical_coreset(
+                rows,
+                k,
+                projection=cfg.coreset_projection,
+                seed=cfg.seed,
+                progress=_coreset_progress,
+            )
         )
         bar.close()
         bank = rows[sel]
         memory = MemoryBank(bank, threads=cfg.threads)
-        cal_scores = [
-            score_features(memory, feats[i], prepared[i], cfg.score_top, cfg.reweight_neighbors)
-            for i in cal_idx
-        ]
+        n_score = len(cal_idx) + (len(bank_idx) if score_training else 0)
+        cal_scores = []
+        for j, i in enumerate(cal_idx):
+            step("scoring", j, n_score)
+            cal_scores.append(
+                score_features(memory, feats[i], prepared[i], cfg.score_top, cfg.reweight_neighbors)
+            )
+        training: list[tuple[str, float]] = []
+        if score_training:
+            # Bank rows are sorted by their image (sel is sorted, rows are in image order): the
+            # rows of image j are one range, skipped for j's own patches.
+            owner = np.repeat(np.arange(len(per_image)), [len(r) for r in per_image])[sel]
+            for j, i in enumerate(bank_idx):
+                step("scoring", len(cal_idx) + j, n_score)
+                score = _leave_one_out(memory, per_image[j], owner, j, cfg.score_top)
+                training.append((Path(images[i]).name, round(score, 6)))
+        step("scoring", n_score, n_score)
         threshold = (
             float(np.quantile(cal_scores, CALIBRATION_QUANTILE)) if cal_scores else float("inf")
         )
-        fit_seconds = time.perf_counter() - t_start
+        fit_seconds = time.perf_counter() - step.t0
         out = Path(out)
         manifest = Manifest(
             product=product or cfg.product,
@@ -179,14 +290,150 @@ def fit(
             threshold_source=f"calibration q{CALIBRATION_QUANTILE} of {len(cal_scores)} good parts",
             calibration_scores=[round(float(s), 6) for s in cal_scores],
             created_at=now_iso(),
-            created_by=creator(),
+            created_by=created_by or creator(),
             n_train=len(bank_idx),
             fit_seconds=round(fit_seconds, 3),
+            train_shape=shape,
         )
+        step("writing", 0, 1)  # the last moment a cancel leaves nothing behind
         write_artifact(out, manifest, bank, onnx_file)
+        if on_progress is not None:
+            on_progress(FitProgress("writing", 1, 1, 1.0, fit_seconds))
     return FitReport(
-        out, len(bank_idx), len(cal_idx), len(rows), int(bank.shape[0]), fit_seconds, threshold
+        out,
+        len(bank_idx),
+        len(cal_idx),
+        len(rows),
+        int(bank.shape[0]),
+        fit_seconds,
+        threshold,
+        calibration=tuple(
+            (Path(images[i]).name, round(float(sc), 6))
+            for i, sc in zip(cal_idx, cal_scores, strict=True)
+        ),
+        training_scores=tuple(training),
     )
 
 
-__all__ = ["FitReport", "build_extractor", "export_onnx", "fit", "split_calibration"]
+def update_bank(
+    base: Path,
+    images: Sequence[Path],
+    cfg: ModelConfig,
+    out: Path,
+    *,
+    on_progress: Callable[[FitProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    created_by: str | None = None,
+) -> FitReport:
+    """A new version of `base` that also knows `images` (new good parts), without a refit.
+
+    The new parts are prepared and featurised exactly as `base` was (its preprocessing and its
+    exported extractor), about 10 % of them held back for calibration, and the bank becomes a
+    coreset over the old bank plus their patches, sized as if all the parts had been fitted
+    together (capped by `cfg.max_bank`). The reject limit is kept (the technician validates and
+    changes it as usual); the calibration scores gain the held-back new parts.
+    """
+    from station.model.artifact import load_artifact
+    from station.runtime.onnx_runtime import OnnxRuntime
+
+    step = _Tracker(on_progress, cancel)
+    artifact = load_artifact(base)
+    m = artifact.manifest
+    if not images:
+        raise StationError("no new images to add to the bank")
+    arrays = []
+    for i, path in enumerate(images):
+        step("reading", i, len(images))
+        arrays.append(read_image(path))
+    prepared = [prepare(a, m.preprocessing) for a in arrays]
+    del arrays
+    bank_idx, cal_idx = split_calibration(len(images), cfg.seed)
+    rt = OnnxRuntime(artifact.onnx_path, threads=cfg.threads)
+    try:
+        done = [0]
+
+        def _features(n: int) -> None:
+            done[0] += n
+            step("features", done[0], len(prepared))
+
+        feats = extract_features(rt, prepared, progress=_features)
+    finally:
+        rt.close()
+    new_rows = [valid_patch_features(feats[i], prepared[i]) for i in bank_idx]
+    n_new = sum(len(r) for r in new_rows)
+    # The original fit's patch count is not stored: the new parts' patches per image stand in.
+    per_image = n_new / max(1, len(new_rows))
+    total_patches = per_image * m.n_train + n_new
+    k = min(cfg.max_bank, max(m.bank_size, math.ceil(m.coreset_ratio * total_patches)))
+    union = np.concatenate([artifact.bank, *new_rows])
+
+    def _coreset_progress(done: int, total: int) -> None:
+        step("coreset", done, total)
+
+    sel = hierarchical_coreset(
+        union, k, projection=cfg.coreset_projection, seed=cfg.seed, progress=_coreset_progress
+    )
+    bank = union[np.sort(sel)]
+    memory = MemoryBank(bank, threads=cfg.threads)
+    cal_scores = []
+    for j, i in enumerate(cal_idx):
+        step("scoring", j, len(cal_idx))
+        cal_scores.append(
+            score_features(memory, feats[i], prepared[i], m.score_top, m.reweight_neighbors)
+        )
+    fit_seconds = time.perf_counter() - step.t0
+    out = Path(out)
+    manifest = dataclasses.replace(
+        m,
+        version=out.name,
+        bank_size=int(bank.shape[0]),
+        threshold_source=(
+            f"{m.threshold_source}; kept from {m.version} (bank updated with {len(images)} parts)"
+        ),
+        calibration_scores=[*m.calibration_scores, *(round(float(x), 6) for x in cal_scores)],
+        created_at=now_iso(),
+        created_by=created_by or creator(),
+        n_train=m.n_train + len(bank_idx),
+        fit_seconds=round(fit_seconds, 3),
+        validation={},
+        notes=f"bank of {m.version} updated with {len(images)} new good parts",
+        files={},
+    )
+    step("writing", 0, 1)
+    write_artifact(out, manifest, bank, artifact.onnx_path)
+    if on_progress is not None:
+        on_progress(FitProgress("writing", 1, 1, 1.0, fit_seconds))
+    return FitReport(
+        out,
+        len(bank_idx),
+        len(cal_idx),
+        n_new,
+        int(bank.shape[0]),
+        fit_seconds,
+        m.threshold,
+        calibration=tuple(
+            (Path(images[i]).name, round(float(sc), 6))
+            for i, sc in zip(cal_idx, cal_scores, strict=True)
+        ),
+    )
+
+
+def _leave_one_out(
+    memory: MemoryBank, rows: np.ndarray, owner: np.ndarray, image: int, top: float
+) -> float:
+    """An image's score against the bank without the bank rows that came from it.
+
+    The 8 nearest rows are searched and the first of another image taken; when all 8 are its
+    own (its patches are alike and cover the bank there), the 8th distance stands in: a lower
+    bound, so an outlier is never made to look worse than it is.
+    """
+    nn = memory.search(rows, min(LOO_NEIGHBOURS, memory.size))
+    other = owner[nn.indices] != image
+    first = np.argmax(other, axis=1)
+    dist = nn.distances[np.arange(len(rows)), first]
+    none = ~other.any(axis=1)
+    dist[none] = nn.distances[none, -1]
+    if top > 0:
+        k = max(1, round(top * dist.size))
+        return float(np.partition(dist, dist.size - k)[dist.size - k :].mean())
+    return float(dist.max())
