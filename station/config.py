@@ -210,15 +210,36 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
+# Paths a config file names, resolved against that file's folder: a product config beside its
+# data (configs/deeppcb.toml -> ../shared/data/deeppcb/test) works from any working directory.
+_FILE_PATHS = (("camera", "replay", "path"), ("model", "weights"))
+
+
+def _resolve_paths(table: dict[str, Any], folder: Path) -> dict[str, Any]:
+    for keys in _FILE_PATHS:
+        node: Any = table
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            value = node.get(keys[-1])
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                node[keys[-1]] = str((folder / Path(value).expanduser()).resolve())
+    return table
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> StationConfig:
-    """Read the default config, then the given file on top; validate every key and type."""
+    """Read the default config, then the given file on top; validate every key and type.
+
+    Relative paths in a file (`camera.replay.path`, `model.weights`) are taken from that file's
+    folder.
+    """
     table: dict[str, Any] = {}
     if DEFAULT_CONFIG.exists():
         table = _read_toml(DEFAULT_CONFIG)
     src = str(DEFAULT_CONFIG)
     if path is not None:
         p = Path(path)
-        table = _merge(table, _read_toml(p))
+        table = _merge(table, _resolve_paths(_read_toml(p), p.resolve().parent))
         src = str(p)
     try:
         cfg = _build(StationConfig, table, "")
@@ -227,6 +248,24 @@ def load_config(path: str | os.PathLike[str] | None = None) -> StationConfig:
     cfg = dataclasses.replace(cfg, origin=src)
     validate(cfg)
     return cfg
+
+
+def to_table(cfg: StationConfig) -> dict[str, Any]:
+    """The config as the nested table a TOML file holds (without `origin`)."""
+    d = dataclasses.asdict(cfg)
+    d.pop("origin", None)
+    return d
+
+
+def with_overlay(cfg: StationConfig, overlay: dict[str, Any], origin: str) -> StationConfig:
+    """`cfg` with the keys of `overlay` (a product's recipe) on top, checked like a file."""
+    try:
+        merged = _build(StationConfig, _merge(to_table(cfg), overlay), "")
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    merged = dataclasses.replace(merged, origin=origin)
+    validate(merged)
+    return merged
 
 
 def validate(cfg: StationConfig) -> None:

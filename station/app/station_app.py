@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -21,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 from station.app.access import Access, Session
 from station.app.demo import ensure_demo_product, remove_stale_temporaries
 from station.app.lock import DataDirLock
-from station.app.models import ProductModels, uses_demo_replay
+from station.app.models import ProductModels
 from station.app.part_ids import PartIds
+from station.app.products import Product, ProductStore
 from station.app.roles import Action, allowed
+from station.app.setup import SetupSession
 from station.camera.base import Camera
 from station.camera.factory import open_camera
-from station.config import StationConfig
+from station.config import CameraConfig, ModelConfig, StationConfig
 from station.core.errors import ModelError, StationError, StorageError
 from station.core.result import (
     Counters,
@@ -39,13 +42,20 @@ from station.core.result import (
 from station.core.worker import Worker
 from station.inspect.pipeline import Line, Subscription
 from station.inspect.sources import FixedModel, ModelSource
-from station.model.artifact import ModelStore, check_product_name, read_manifest
+from station.model.artifact import (
+    check_product_name,
+    load_artifact,
+    now_iso,
+    read_manifest,
+    write_artifact,
+)
 from station.records.audit import AuditRow, AuditTrail, Verification
 from station.records.db import Database, EventRow, InspectionRow, TimeArg, db_path
 from station.records.recorder import Recorder
 
 if TYPE_CHECKING:
     from station.model.patchcore import PatchCore
+    from station.model.training import FitReport
 
 __all__ = ["ModelVersion", "StationApp"]
 
@@ -98,16 +108,21 @@ class StationApp:
         """
         self.cfg = cfg
         self.data_dir = Path(data_dir)
-        self.product = check_product_name(cfg.model.product)
-        self.store = ModelStore(self.data_dir / "models")
+        self.products = ProductStore(self.data_dir)
+        self.store = self.products.models
+        # The product the line runs: the one it was last switched to (a person's audited
+        # choice), else the config's.
+        self.product = check_product_name(self.products.active() or cfg.model.product)
+        self.line_cfg = self.products.config(self.product, cfg)
         self.recorder = Recorder(self.data_dir, cfg.records, on_failure=self._recorder_failed)
         source: ModelSource = (
             FixedModel(model)
             if model is not None
-            else ProductModels(cfg, self.data_dir, self.store, self.product)
+            else ProductModels(self.line_cfg, self.data_dir, self.store, self.product)
         )
+        self._fixed_camera = camera is not None
         self.line = Line(
-            cfg,
+            self.line_cfg,
             camera=camera if camera is not None else self.camera,
             models=source,
             sinks=[self.recorder],
@@ -223,14 +238,25 @@ class StationApp:
             raise
 
     def camera(self, device: str | None = None) -> Camera:
-        """The configured camera, not opened (the line calls this on its acquisition thread);
-        an empty replay path is the demo product, written first if it is missing."""
-        default = (
-            ensure_demo_product(self.data_dir)
-            if uses_demo_replay(self.cfg) and device is None
-            else None
-        )
-        return open_camera(self.cfg.camera, device=device, replay_default=default)
+        """The line's camera (its product's settings), not opened (the line calls this on its
+        acquisition thread); an empty replay path is the demo product, written if missing."""
+        return self.camera_for(self.line_cfg.camera, device)
+
+    def camera_for(self, cfg: CameraConfig, device: str | None = None) -> Camera:
+        """A camera of these settings, not opened (an empty replay path: the demo product)."""
+        demo = cfg.source == "replay" and not cfg.replay.path and device is None
+        default = ensure_demo_product(self.data_dir) if demo else None
+        return open_camera(cfg, device=device, replay_default=default)
+
+    def shares_camera(self, cfg: CameraConfig) -> bool:
+        """Whether a camera of these settings is the line's own device (one of them must let
+        go of it); replay folders and videos can be read twice."""
+        line = self.line_cfg.camera
+        if cfg.source != line.source or cfg.source == "replay" or self._fixed_camera:
+            return False
+        if cfg.source == "genicam":
+            return cfg.genicam.device == line.genicam.device
+        return cfg.uvc.index == line.uvc.index
 
     def _last_part_sequence(self, prefix: str) -> int:
         try:
@@ -278,7 +304,7 @@ class StationApp:
         """Wait until the line has finished (stopped, failed, or done its max frames)."""
         return self.line.wait(timeout)
 
-    def pause(self, session: Session) -> None:
+    def pause(self, session: Session, *, reason: str = "") -> None:
         """Stop taking frames (operator and up; audited). Pausing a paused line does nothing."""
         self.authorize(session, Action.PAUSE)
         state = self.line.state
@@ -287,8 +313,9 @@ class StationApp:
         if state not in _PAUSABLE:
             raise StationError(f"the line cannot be paused while {state.value}")
         self.access.record(
-            session, "pause", object=self.product, before=state.value, after="paused"
-        )
+            session, "pause", object=self.product, before=state.value, after="paused",
+            reason=reason,
+        )  # fmt: skip
         self.line.pause()
 
     def resume(self, session: Session) -> None:
@@ -437,15 +464,24 @@ class StationApp:
         return out
 
     def set_threshold(
-        self, session: Session, value: float, *, product: str | None = None, reason: str = ""
+        self,
+        session: Session,
+        value: float,
+        *,
+        product: str | None = None,
+        check: float | None = None,
+        reason: str = "",
     ) -> ModelVersion:
         """Write a new version of the product's current model with the reject limit `value`
-        (technician, admin; audited). Versions are sealed: the old one stays as it was, and the
-        new one runs only once activated."""
+        (and a check band from `check`; technician, admin; audited). Versions are sealed: the
+        old one stays as it was, and the new one runs only once activated."""
         product = check_product_name(product or self.product)
         self.authorize(session, Action.THRESHOLD, product)
-        if not isinstance(value, int | float) or value != value or value <= 0:
-            raise StationError(f"a reject limit must be a positive number, not {value!r}")
+        for name, x in (("reject limit", value), ("check limit", check)):
+            if x is not None and (not isinstance(x, int | float) or not math.isfinite(x) or x <= 0):
+                raise StationError(f"a {name} must be a positive number, not {x!r}")
+        if check is not None and check >= value:
+            raise StationError(f"the check limit {check:.6g} must be below the reject limit")
         base = self.store.current(product)
         if base is None:
             raise StationError(f"product '{product}' has no model to set a limit on")
@@ -454,18 +490,56 @@ class StationApp:
             product,
             base,
             threshold=float(value),
+            check_threshold=None if check is None else float(check),
             threshold_source=f"set by {session.user}" + (f": {reason}" if reason else ""),
             created_by=f"{session.user} ({session.via})",
         )
+        band = f", check from {check:.6g}" if check is not None else ""
         self.access.record(
             session,
             "threshold",
             object=f"{product}/{out.name}",
             before=f"{base.name}: {old.threshold:.6g}",
-            after=f"{out.name}: {float(value):.6g}",
+            after=f"{out.name}: {float(value):.6g}{band}",
             reason=reason,
         )
         return next(v for v in self.model_versions(product) if v.version == out.name)
+
+    def threshold_for_target(
+        self,
+        session: Session,
+        data: Path,
+        target_fnr: float,
+        *,
+        product: str | None = None,
+        check: float | None = None,
+    ) -> tuple[ModelVersion, Any]:
+        """Evaluate the product's current model on a labelled set (MVTec layout) and write a
+        new version whose limit meets the miss-rate target (technician, admin; audited).
+        Returns the version and the evaluation report."""
+        from station.inspect.evaluation import evaluate
+        from station.model.patchcore import PatchCore
+
+        product = check_product_name(product or self.product)
+        self.authorize(session, Action.THRESHOLD, product)
+        if not 0.0 <= target_fnr < 1.0:
+            raise StationError(f"--target-fnr must be in [0, 1), not {target_fnr}")
+        base = self.store.current(product)
+        if base is None:
+            raise StationError(f"product '{product}' has no model to set a limit on")
+        model = PatchCore.load(base, self.cfg.model.runtime, threads=self.cfg.model.threads)
+        try:
+            report = evaluate(model, Path(data), target_fnr)
+        finally:
+            model.close()
+        why = (
+            f"miss rate <= {target_fnr:g} on {data}: misses {report.fnr:.4f}, "
+            f"false rejects {report.fpr:.4f} ({report.n_good} good, {report.n_defect} defective)"
+        )
+        version = self.set_threshold(
+            session, report.threshold, product=product, check=check, reason=why
+        )
+        return version, report
 
     def activate_model(
         self, session: Session, version: str, *, product: str | None = None, reason: str = ""
@@ -511,6 +585,175 @@ class StationApp:
         if product == self.product:
             self.line.reload_model()
         return previous
+
+    # -- products ------------------------------------------------------------------------------
+    def product_names(self) -> list[str]:
+        """Every product with a recipe or a model (the line's own included)."""
+        return sorted({*self.products.names(), self.product})
+
+    def create_product(
+        self, session: Session, name: str, overlay: dict[str, Any] | None = None, notes: str = ""
+    ) -> Product:
+        """A new product: its recipe (camera and model settings over the station's config)."""
+        self.authorize(session, Action.PRODUCT, name)
+        product = self.products.create(
+            name, overlay or {}, self.cfg, by=f"{session.user} ({session.via})", notes=notes
+        )
+        self.access.record(session, "product_create", object=name, after=overlay or {})
+        return product
+
+    def set_product_camera_feature(
+        self, session: Session, product: str, name: str, value: float
+    ) -> None:
+        """Save a camera feature (ExposureTime, Gain) into a product's recipe (audited)."""
+        self.authorize(session, Action.PRODUCT, product)
+        if name not in ("ExposureTime", "Gain"):
+            raise StationError(f"'{name}' is not a feature set from the camera check")
+        recipe = self.products.get(product)
+        overlay = dict(recipe.overlay) if recipe is not None else {}
+        camera = dict(overlay.get("camera", {}))
+        genicam = dict(camera.get("genicam", {}))
+        features = dict(genicam.get("features", {}))
+        before = features.get(name)
+        features[name] = float(value)
+        genicam["features"] = features
+        camera["genicam"] = genicam
+        overlay["camera"] = camera
+        self._audited(
+            session, "camera_feature",
+            lambda: self.products.update(product, overlay, self.cfg),
+            object=f"{product}: {name}", before=before, after=float(value),
+        )  # fmt: skip
+
+    def switch_product(self, session: Session, product: str, *, reason: str = "") -> None:
+        """Run another product: its camera settings and models from the next frame on, its part
+        ids, and after a restart too (technician, admin; audited)."""
+        product = check_product_name(product)
+        self.authorize(session, Action.PRODUCT, product)
+        if product not in self.product_names():
+            raise StationError(f"there is no product '{product}'")
+        if product == self.product:
+            return
+        cfg = self.products.config(product, self.cfg)
+        before = self.product
+
+        def switch() -> None:
+            self.products.set_active(product)
+            self.product, old_camera, self.line_cfg = product, self.line_cfg.camera, cfg
+            self.line.part_ids = PartIds(product, self._last_part_sequence)
+            self.line.switch_models(ProductModels(cfg, self.data_dir, self.store, product))
+            if cfg.camera != old_camera and not self._fixed_camera:
+                self.line.replace_camera(self.camera)
+
+        self._audited(
+            session, "product_switch", switch, object=product, before=before, after=product,
+            reason=reason,
+        )  # fmt: skip
+
+    def setup(self, session: Session, product: str) -> SetupSession:
+        """The product setup (the wizard's model) for an existing product (technician)."""
+        if product not in self.product_names():
+            raise StationError(f"there is no product '{product}': create it first")
+        return SetupSession(self, session, product)
+
+    def save_version(
+        self,
+        session: Session,
+        product: str,
+        candidate: Path,
+        *,
+        threshold: float,
+        check_threshold: float | None = None,
+        notes: str = "",
+        validation: dict[str, Any] | None = None,
+        threshold_source: str = "",
+    ) -> ModelVersion:
+        """A built model (`candidate`) with its limits as the product's next sealed version,
+        not yet active (technician, admin; audited)."""
+        product = check_product_name(product)
+        self.authorize(session, Action.MODEL, product)
+        self.authorize(session, Action.THRESHOLD, product)
+        if not math.isfinite(threshold) or threshold <= 0:
+            raise StationError(f"a reject limit must be a positive number, not {threshold}")
+        artifact = load_artifact(candidate)
+        self.store.pin_current(product)
+        out = self.store.next_version_dir(product)
+        manifest = dataclasses.replace(
+            artifact.manifest,
+            product=product,
+            version=out.name,
+            threshold=float(threshold),
+            check_threshold=None if check_threshold is None else float(check_threshold),
+            threshold_source=threshold_source or f"set by {session.user}",
+            notes=notes,
+            validation=validation or {},
+            created_by=f"{session.user} ({session.via})",
+            created_at=now_iso(),
+            files={},
+        )
+        write_artifact(out, manifest, artifact.bank, artifact.onnx_path)
+        self.access.record(
+            session,
+            "model_save",
+            object=f"{product}/{out.name}",
+            after={"threshold": threshold, "check_threshold": check_threshold},
+            reason=notes,
+        )
+        return next(v for v in self.model_versions(product) if v.version == out.name)
+
+    def fit_version(
+        self,
+        session: Session,
+        product: str,
+        images: list[Path],
+        *,
+        progress: bool = False,
+        model_cfg: ModelConfig | None = None,
+    ) -> FitReport:
+        """Fit on good images into the product's store as its next version (technician,
+        admin; audited); it runs only once activated (the first version of a new product
+        counts as current, there being no other)."""
+        from station.model.training import fit
+
+        product = check_product_name(product)
+        self.authorize(session, Action.MODEL, product)
+        self.store.pin_current(product)
+        out = self.store.next_version_dir(product)
+        cfg = model_cfg or self.products.config(product, self.cfg).model
+        report = fit(
+            images, cfg, out, product=product, progress=progress,
+            created_by=f"{session.user} ({session.via})",
+        )  # fmt: skip
+        self.access.record(
+            session, "model_fit", object=f"{product}/{out.name}",
+            after={"images": len(images), "bank": report.bank_size},
+        )  # fmt: skip
+        return report
+
+    def update_bank(
+        self, session: Session, product: str, images: list[Path], *, base: str | None = None
+    ) -> FitReport:
+        """A new version of the product's current model (or `base`) that also knows `images`,
+        new good parts, by a coreset over its bank and their patches (technician, admin;
+        audited); it runs only once activated."""
+        from station.model.training import update_bank
+
+        product = check_product_name(product)
+        self.authorize(session, Action.MODEL, product)
+        src = self.store.product_dir(product) / base if base else self.store.current(product)
+        if src is None or not src.is_dir():
+            raise StationError(f"product '{product}' has no model to update")
+        self.store.pin_current(product)
+        out = self.store.next_version_dir(product)
+        report = update_bank(
+            src, images, self.products.config(product, self.cfg).model, out,
+            created_by=f"{session.user} ({session.via})",
+        )  # fmt: skip
+        self.access.record(
+            session, "model_update_bank", object=f"{product}/{out.name}", before=src.name,
+            after={"new_parts": len(images), "bank": report.bank_size},
+        )  # fmt: skip
+        return report
 
     def _audited(self, session: Session, action: str, do: Callable[[], object], **row: Any) -> None:
         """Write the audit row, then act; an act that fails gets a second row saying so (the

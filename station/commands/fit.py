@@ -17,14 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fit",
         help="fit a PatchCore model on good images",
         description="Fit PatchCore on DIR/train/good (MVTec layout) or on a flat folder of good "
-        "images, and write a versioned model folder.",
+        "images. With --product the model becomes the product's next version in the station's "
+        "data directory (it runs once activated: `station models activate`; audited); with "
+        "--out it is written to a folder of its own.",
     )
     p.add_argument("--data", required=True, type=Path, help="MVTec-layout set or folder of images")
-    p.add_argument("--out", required=True, type=Path, help="model folder to create")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--product", help="fit into this product's model store (next version)")
+    where.add_argument("--out", type=Path, help="model folder to create instead")
+    p.add_argument("--data-dir", metavar="DIR", help="data directory for --product")
     p.add_argument("--backbone", help="backbone (default from config: efficientnet_lite0)")
     p.add_argument("--weights", help="backbone state-dict file (needed for resnet*)")
     p.add_argument("--config", type=Path, help="TOML config (default configs/default.toml)")
-    p.add_argument("--product", help="product name recorded in the model")
     p.add_argument("--json", type=Path, help="also write the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -32,13 +36,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    model_cfg = cfg.model
+    app = None
+    if args.product:
+        from station.app import StationApp
+        from station.config import data_dir
+
+        app = StationApp(cfg, data_dir(cfg, args.data_dir))
+        model_cfg = app.products.config(args.product, cfg).model
+    else:
+        model_cfg = cfg.model
     if args.backbone:
         model_cfg = dataclasses.replace(model_cfg, backbone=args.backbone)
     if args.weights:
         model_cfg = dataclasses.replace(model_cfg, weights=args.weights)
     images = training_images(args.data)
-    report = fit(images, model_cfg, args.out, product=args.product, progress=not args.quiet)
+    if app is not None:
+        try:
+            report = app.fit_version(
+                app.shell_session(), args.product, images, progress=not args.quiet,
+                model_cfg=model_cfg,
+            )  # fmt: skip
+        finally:
+            app.close()
+    else:
+        report = fit(images, model_cfg, args.out, progress=not args.quiet)
     summary = {
         "model": str(report.artifact),
         "n_train": report.n_train,

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
@@ -296,6 +296,20 @@ class AcquisitionWorker(Worker):
         self._next_try = 0.0  # monotonic time of the next open attempt
         self._attempts = 0
         self._lost_at: float | None = None
+        self._replacement: Camera | Callable[[], Camera] | None = None
+        self._replace_lock = threading.Lock()
+
+    def replace(self, camera: Camera | Callable[[], Camera]) -> None:
+        """Use another camera: the current one is closed (which ends a blocking wait for its
+        next frame) and the new one opened by the next step."""
+        with self._replace_lock:
+            self._replacement = camera
+        cam = self.camera
+        if cam is not None:
+            try:
+                cam.close()
+            except Exception:
+                log.exception("camera close failed")
 
     def stop(self) -> None:
         """Stop, and wake a frames() iterator blocked in its pacing wait."""
@@ -310,6 +324,13 @@ class AcquisitionWorker(Worker):
     def step(self) -> bool:
         """Deliver one frame, or wait for the model / resume / the next reconnect attempt."""
         line = self.line
+        with self._replace_lock:
+            replacement, self._replacement = self._replacement, None
+        if replacement is not None:
+            self._close()
+            self._factory = None if isinstance(replacement, Camera) else replacement
+            self.camera = replacement if isinstance(replacement, Camera) else None
+            self._next_try = 0.0
         if not line._model_ready.is_set():
             line._model_ready.wait(IDLE_TICK_S)
             return True
@@ -385,7 +406,15 @@ class AcquisitionWorker(Worker):
 
 
 class InspectorWorker(Worker):
-    """Runs the engine on each frame and turns the score into a verdict and a result."""
+    """Runs the engine on each frame and turns the score into a verdict and a result.
+
+    Model changes never stop the frames: a new version of the same product is loaded on a helper
+    thread while this one goes on inspecting with the old model, and swapped in between two
+    frames (the next frame uses it). The source is asked every MODEL_POLL_S which version is
+    current, so an activation made elsewhere (the command line, another screen) is picked up
+    too. A switch to another product is different: the old product's model must not judge the
+    new product's parts, so it is dropped at once and frames wait for the new one.
+    """
 
     name = "inspector"
 
@@ -396,23 +425,47 @@ class InspectorWorker(Worker):
         self.model: PatchCore | None = None
         self._next_poll = 0.0
         self._errors = 0
+        self._loader: threading.Thread | None = None
+        self._incoming: PatchCore | ModelError | None = None  # loaded by the helper thread
+        self._incoming_lock = threading.Lock()
+        self._new_source: ModelSource | None = None
+        self._mismatch_for: str | None = None  # model version the shape alarm was raised for
 
     def setup(self) -> None:
         """Let the source prepare (the demo's first start), then load the model in this thread."""
         self.models.prepare(self.line._set_starting, self.line._emit)
-        self._load(first=True)
+        self._load_now()
+
+    def switch_source(self, source: ModelSource) -> None:
+        """Use another product's models from the next frame on (see the class docstring)."""
+        with self._incoming_lock:
+            self._new_source = source
+        self.line._reload.set()
 
     def step(self) -> bool:
         """Inspect one frame (or, without a model, wait for one to be installed)."""
         line = self.line
+        self._take_incoming()
+        with self._incoming_lock:
+            new_source, self._new_source = self._new_source, None
+        if new_source is not None:
+            self._drop_model()
+            line._model_ready.clear()  # the camera waits: no frame is judged by the old product
+            self.models = new_source
+            line._set_starting("switching the product")
+            new_source.prepare(line._set_starting, line._emit)
+            self._load_now()
         if line._reload.is_set() and not self.stopping:
             line._reload.clear()
-            self._load(first=False)
+            self._begin_load()
         if self.model is None:
             if time.monotonic() >= self._next_poll:
-                self._load(first=False)
+                self._load_now()
             line._reload.wait(IDLE_TICK_S)
             return True
+        if time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + MODEL_POLL_S
+            self._begin_load()
         item = line._queue.get(IDLE_TICK_S)
         if item is None:
             return True
@@ -443,6 +496,7 @@ class InspectorWorker(Worker):
         """Score one frame and decide."""
         model = self.model
         assert model is not None
+        self._check_shape(frame, model)
         pred = model.predict(frame.image)
         if not np.isfinite(pred.score):
             # Never a verdict: a NaN compares false with any limit and would pass as OK.
@@ -473,39 +527,116 @@ class InspectorWorker(Worker):
         )
 
     def teardown(self) -> None:
-        """Release the model, and let the line shut down if it ended."""
-        if self.model is not None:
-            try:
-                self.models.release(self.model)
-            except Exception:
-                log.exception("model release failed")
+        """Release the model (and one still loading), and let the line shut down if it ended."""
+        loader = self._loader
+        if loader is not None:
+            loader.join(30.0)
+        with self._incoming_lock:
+            incoming, self._incoming = self._incoming, None
+        if incoming is not None and not isinstance(incoming, ModelError):
+            self._release(incoming)
+        self._drop_model()
         self.line._inspector_ended()
 
-    def _load(self, *, first: bool) -> None:
+    def _release(self, model: PatchCore) -> None:
+        try:
+            self.models.release(model)
+        except Exception:
+            log.exception("model release failed")
+
+    def _drop_model(self) -> None:
+        if self.model is not None:
+            self._release(self.model)
+            self.model = None
+
+    def _load_now(self) -> None:
+        """Load the current version in this thread (there is no model to keep running)."""
         line = self.line
         self._next_poll = time.monotonic() + MODEL_POLL_S
         path = self.models.locate()
         if path is None:
-            if self.model is None:
-                line._model_missing(self.models.missing())
-            return
-        if self.model is not None and self.model.artifact.path == path and not first:
-            log.info("model %s already in use", self.model.version)
+            line._model_missing(self.models.missing())
             return
         try:
             model = self.models.load(path)
         except ModelError as exc:
-            if self.model is None:
-                line._model_missing(f"model {path} cannot be loaded: {exc}")
-            else:
-                line._emit(StationEvent(kind="error", message=f"model not switched: {exc}"))
+            line._model_missing(f"model {path} cannot be loaded: {exc}")
+            return
+        self._use(model, "model loaded")
+
+    def _begin_load(self) -> None:
+        """Load the current version on a helper thread if it is not the one in use."""
+        if self._loader is not None and self._loader.is_alive():
+            return
+        path = self.models.locate()
+        current = self.model.artifact.path if self.model is not None else None
+        if path is None or path == current:
+            return
+        source = self.models
+
+        def load() -> None:
+            try:
+                outcome: PatchCore | ModelError = source.load(path)
+            except ModelError as exc:
+                outcome = exc
+            with self._incoming_lock:
+                self._incoming = outcome
+
+        self._loader = threading.Thread(target=load, name="model-loader", daemon=True)
+        self._loader.start()
+
+    def _take_incoming(self) -> None:
+        """Between two frames: swap in a model the helper thread has loaded."""
+        with self._incoming_lock:
+            incoming, self._incoming = self._incoming, None
+        if incoming is None:
+            return
+        outcome = incoming
+        if isinstance(outcome, ModelError):
+            self.line._emit(StationEvent(kind="error", message=f"model not switched: {outcome}"))
             return
         old = self.model
+        self._use(outcome, "model loaded" if old is None else f"model switched from {old.version}")
+        if old is not None and old is not outcome:
+            self._release(old)
+
+    def _use(self, model: PatchCore, why: str) -> None:
         self.model = model
-        why = "model loaded" if old is None else f"model switched from {old.version}"
-        line._model_loaded(model, why)
-        if old is not None and old is not model:
-            self.models.release(old)
+        self._mismatch_for = None
+        self.line._model_loaded(model, why)
+
+    def _check_shape(self, frame: Frame, model: PatchCore) -> None:
+        """Alarm (once a model) when frames are far from what the model was trained on."""
+        if self._mismatch_for == model.version:
+            return
+        problem = shape_mismatch(frame.image, model.artifact.manifest.train_shape)
+        self._mismatch_for = model.version
+        self.line._frames_mismatch(
+            None if problem is None else f"{problem}: is {model.version} this product's model?"
+        )
+
+
+def shape_mismatch(image: np.ndarray, train: dict[str, Any]) -> str | None:
+    """Why a frame does not fit a model's training images (another product?), else None.
+
+    Channels must be among the trained ones (a colour frame fits a grey model: it is converted);
+    each side must lie within half the smallest and twice the largest training image (parts vary
+    in size, a model of another product does not fit them).
+    """
+    if not train:
+        return None  # a model from before the shape was recorded
+    h, w = image.shape[:2]
+    ch = 1 if image.ndim == 2 else int(image.shape[2])
+    lo = [int(x) for x in train.get("min_hw", [0, 0])]
+    hi = [int(x) for x in train.get("max_hw", [0, 0])]
+    chans = [int(c) for c in train.get("channels", [])]
+    seen = f"frames are {h}x{w} with {ch} channel{'s' if ch > 1 else ''}"
+    trained = f"the model was trained on {lo[0]}x{lo[1]} to {hi[0]}x{hi[1]}"
+    if chans and ch not in chans and not (ch >= 3 and 1 in chans):
+        return f"{seen}, {trained} with {'/'.join(map(str, chans))} channel(s)"
+    if not (lo[0] / 2 <= h <= hi[0] * 2 and lo[1] / 2 <= w <= hi[1] * 2):
+        return f"{seen}, {trained}"
+    return None
 
 
 class Line:
@@ -563,6 +694,7 @@ class Line:
         self._threshold: float | None = None
         self._check_threshold: float | None = None
         self._runtime = ""
+        self._shape_alarm: str | None = None
 
     # -- control -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -640,8 +772,18 @@ class Line:
         return self._finished.wait(timeout)
 
     def reload_model(self) -> None:
-        """Load the product's current model version at the next frame boundary."""
+        """Load the current model version on a helper thread; the next frame after it is
+        loaded uses it (no frame waits for the load)."""
         self._reload.set()
+
+    def switch_models(self, models: ModelSource) -> None:
+        """Another product: its models from the next frame on; frames wait until one loads."""
+        self._inspector.switch_source(models)
+
+    def replace_camera(self, camera: Camera | Callable[[], Camera]) -> None:
+        """Another camera (a product's own settings): the current one closes, this one opens
+        at the next frame."""
+        self._acquisition.replace(camera)
 
     # -- observation ---------------------------------------------------------------------------
     def status(self) -> LineStatus:
@@ -662,6 +804,7 @@ class Line:
                 threshold=self._threshold,
                 check_threshold=self._check_threshold,
                 runtime=self._runtime,
+                alarms=(self._shape_alarm,) if self._shape_alarm else (),
             )
 
     @property
@@ -754,6 +897,13 @@ class Line:
                 self._model_missing_reason = None
                 self._update(message)
         self._model_ready.set()
+
+    def _frames_mismatch(self, problem: str | None) -> None:
+        with self._lock:
+            was, self._shape_alarm = self._shape_alarm, problem
+        if problem is not None and problem != was:
+            log.warning("%s", problem)
+            self._emit(StationEvent(kind="model", message=problem, data={"alarm": "shape"}))
 
     def _model_missing(self, reason: str) -> None:
         with self._lock:
