@@ -110,9 +110,10 @@ class Collector:
                 if diffs[j] < DUPLICATE_DIFF:
                     self.refused += 1
                     return Decision(
-                        False, kind, f"near-duplicate of {kind} part {j + 1} "
-                        f"(differs by {100 * diffs[j]:.1f} %)",
-                    )  # fmt: skip
+                        False,
+                        kind,
+                        f"near-duplicate of {kind} part {j + 1} ({100 * diffs[j]:.1f} %)",
+                    )
             known = self._focus[kind]
             if len(known) >= 5:
                 typical = float(np.median(known))
@@ -478,6 +479,8 @@ class SetupSession:
             self.collecting = None
             return
         self._decided(self.collector.offer(frame.image, kind))
+        if kind == "good" and self.collector.count("good") >= self.collector.target:
+            self.collecting = None  # the target is reached: the technician moves on
 
     def _decided(self, decision: Decision) -> None:
         self.state.decisions.append(decision)

@@ -38,7 +38,8 @@ from station.core.errors import StationError
 from station.core.result import StationEvent, StationState
 from station.gui.login import LoginPanel
 from station.gui.operator_page import OperatorPage
-from station.gui.pages import HistoryPage, Page, SettingsPage, SetupPage
+from station.gui.pages import HistoryPage, Page, SettingsPage
+from station.gui.setup_page import SetupPage
 from station.gui.sheets import ConfirmClose, NoticeBar, Sheet
 from station.gui.theme import Theme, load_theme, other
 
@@ -137,7 +138,7 @@ class MainWindow(QMainWindow):
         self.pages: dict[str, QWidget] = {"operator": self.operator}
         self.stack.addWidget(self.operator)
         for key, page in (
-            ("setup", SetupPage(self.app)),
+            ("setup", SetupPage(self.app, theme=self.theme)),
             ("history", HistoryPage(self.app)),
             ("settings", SettingsPage(self.app)),
         ):
@@ -197,6 +198,7 @@ class MainWindow(QMainWindow):
         self.theme = load_theme(name)
         self.setStyleSheet(self.theme.qss)
         self.operator.set_theme(self.theme)
+        self.pages["setup"].set_theme(self.theme)  # type: ignore[attr-defined]
 
     def toggle_theme(self) -> None:
         """Dark <-> light."""
@@ -214,6 +216,9 @@ class MainWindow(QMainWindow):
                 self._refused(action, key)
             self._check_nav()
             return
+        previous = self.stack.currentWidget()
+        if isinstance(previous, Page) and previous is not page:
+            previous.left()
         if isinstance(page, Page):
             page.refresh(self.session)
         self.stack.setCurrentWidget(page)
@@ -285,6 +290,9 @@ class MainWindow(QMainWindow):
     def _replace_session(self, session: Session, *, reason: str) -> None:
         old, self.session = self.session, session
         if old.token != session.token:
+            for page in self.pages.values():
+                if isinstance(page, Page):
+                    page.end_session()
             self.app.logout(old, reason=reason)
         self._show_session()
 
@@ -444,4 +452,7 @@ class MainWindow(QMainWindow):
         if qapp is not None:
             qapp.removeEventFilter(self)
         self.operator.close_bridge()
+        for page in self.pages.values():
+            if isinstance(page, Page):
+                page.end_session()
         event.accept()

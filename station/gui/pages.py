@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
 from station.app.access import Session
 from station.app.roles import Action, PermissionDenied
 from station.core.errors import StationError
-from station.gui.login import FIRST_ADMIN_HINT
 
 if TYPE_CHECKING:
     from station.app import StationApp
@@ -50,6 +49,12 @@ class Page(QWidget):
     def refresh(self, session: Session) -> None:
         """Show what is current for this session."""
 
+    def left(self) -> None:
+        """Another page is shown now."""
+
+    def end_session(self) -> None:
+        """The session that used this page ended (logout, idle): let go of what it held."""
+
     def text_card(self, text: str) -> QLabel:
         """A card of plain, wrapped text (a command in it is selectable); returns the label
         (its card is `self.cards[label]`)."""
@@ -65,29 +70,6 @@ class Page(QWidget):
         self.layout_.addWidget(card)
         self.cards[label] = card
         return label
-
-
-class SetupPage(Page):
-    """The technician's setup: not built yet (the product wizard comes next)."""
-
-    title = "Setup"
-    action = Action.SETUP
-
-    def __init__(self, app: StationApp, parent: QWidget | None = None) -> None:
-        super().__init__(app, parent)
-        self.body = self.text_card(
-            "The product setup wizard is not built yet: camera check, collecting good parts, "
-            "building the model, choosing the reject limit and activating it will be here.\n\n"
-            "Until then, on the station PC:\n"
-            "  station fit --data FOLDER --out DATA_DIR/models/PRODUCT/vNNNN\n"
-            "  station evaluate --model MODEL --data FOLDER"
-        )
-        self.users_hint = self.text_card(FIRST_ADMIN_HINT)
-        self.layout_.addStretch(1)
-
-    def refresh(self, session: Session) -> None:
-        """Say how to make the first admin while there are no users."""
-        self.cards[self.users_hint].setVisible(not self.app.has_users())
 
 
 class HistoryPage(Page):

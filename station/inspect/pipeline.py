@@ -349,7 +349,10 @@ class AcquisitionWorker(Worker):
             frame = next(self._frames)
         except StopIteration:
             self._frames = None
-            if self.stopping or line._paused:
+            with self._replace_lock:
+                replacing = self._replacement is not None
+            # Closed by a stop, a pause or a camera change: not the end of the parts.
+            if self.stopping or line._paused or replacing:
                 return True
             line._queue.put(_END)  # the source is exhausted: the inspector finishes the queue
             return False
