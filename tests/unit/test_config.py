@@ -58,3 +58,22 @@ def test_missing_and_broken_files(tmp_path: Path):
     bad.write_text("[model\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_paths_in_a_file_are_taken_from_its_folder(tmp_path: Path):
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "cfg").mkdir()
+    f = tmp_path / "cfg" / "line.toml"
+    f.write_text('[camera.replay]\npath = "../parts"\n[model]\nweights = "w.pth"\n')
+    cfg = load_config(f)
+    assert cfg.camera.replay.path == str((tmp_path / "parts").resolve())
+    assert cfg.model.weights == str((tmp_path / "cfg" / "w.pth").resolve())
+    f.write_text(f'[camera.replay]\npath = "{tmp_path}"\n')  # absolute: as written
+    assert load_config(f).camera.replay.path == str(tmp_path)
+
+
+def test_product_configs_name_their_camera():
+    root = Path(__file__).parents[2] / "configs"
+    for name in ("deeppcb.toml", "magnetic_tile.toml"):
+        cfg = load_config(root / name)
+        assert cfg.camera.source == "replay" and cfg.camera.replay.path.endswith("/test"), name
