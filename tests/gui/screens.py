@@ -93,3 +93,16 @@ class Shooter:
             settle()
         self.saved += out
         return out
+
+
+def discard(window: Any) -> None:
+    """Close a window and delete it now, while Qt is whole.
+
+    A closed window left to the interpreter's last garbage collection is freed after parts of Qt
+    are gone, and PySide6 aborts the run at exit ('none_dealloc') though every test passed.
+    """
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    window.close()
+    window.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)

@@ -20,7 +20,7 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
 from PySide6.QtCore import QPoint, Qt
-from screens import SIZES, Shooter, drag, settle, wait_until  # tests/gui/screens.py
+from screens import SIZES, Shooter, discard, drag, settle, wait_until  # tests/gui/screens.py
 
 from station.core.result import StationState, Verdict
 
@@ -49,7 +49,7 @@ def station(qapp: Any, make_data_dir: Any, gui_config: Any) -> Iterator[tuple[An
     yield line, window, data
     window._can_close = True
     line.stop(30.0)
-    window.close()
+    discard(window)
     line.close()
     replay = data / "replay"
     if not replay.exists() and (data / "replay.gone").exists():
@@ -392,5 +392,5 @@ def test_no_model_shows_amber_with_the_reason(
     finally:
         window._can_close = True
         line.stop(30.0)
-        window.close()
+        discard(window)
         line.close()

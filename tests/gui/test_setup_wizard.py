@@ -17,7 +17,7 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
 from PySide6.QtCore import Qt
-from screens import SIZES, Shooter, settle, wait_until  # tests/gui/screens.py
+from screens import SIZES, Shooter, discard, settle, wait_until  # tests/gui/screens.py
 
 from station.core.result import InspectionResult, StationState
 
@@ -65,7 +65,7 @@ def wizard(
     yield app, window, results
     window._can_close = True
     app.stop(30.0)
-    window.close()
+    discard(window)
     app.close()
 
 

@@ -15,7 +15,7 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
 from PySide6.QtCore import Qt
-from screens import SIZES, Shooter, settle, wait_until  # tests/gui/screens.py
+from screens import SIZES, Shooter, discard, settle, wait_until  # tests/gui/screens.py
 
 from station.app.roles import Role
 from station.core.result import StationState
@@ -49,7 +49,7 @@ def shell(qapp: Any, make_data_dir: Any, gui_config: Any) -> Iterator[tuple[Any,
     yield app, window
     window._can_close = True
     app.stop(30.0)
-    window.close()
+    discard(window)
     app.close()
 
 
@@ -196,7 +196,7 @@ def test_pause_needs_a_pin_when_operators_log_in(
     finally:
         window._can_close = True
         app.stop(30.0)
-        window.close()
+        discard(window)
         app.close()
 
 
@@ -224,5 +224,5 @@ def test_without_users_setup_says_how_to_make_the_first_admin(
         shoot(window, "25-no-users")
     finally:
         window._can_close = True
-        window.close()
+        discard(window)
         app.close()
