@@ -1,4 +1,5 @@
-"""Image + anomaly overlay composition in numpy/cv2, at the size it will be shown (no Qt here).
+"""Image + anomaly overlay composition in numpy/cv2, at the size it will be shown (no Qt here:
+the screens and the shift report draw the same overlay).
 
 Everything is downscaled to the view first, so the cost per update follows the screen, not the
 camera: a 5 MP frame shown in a 700 px view costs one area resize plus work on 0.3 MP.

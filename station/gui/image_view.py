@@ -1,6 +1,6 @@
 """The live image with the anomaly overlay; tap to freeze and zoom, drag to pan.
 
-The picture is composed (numpy/cv2, `station.gui.overlay`) only when something it depends on
+The picture is composed (numpy/cv2, `station.core.overlay`) only when something it depends on
 changed - the result, the size, the overlay switch, the opacity, the zoom - and at the size it is
 shown, so an unchanged frame costs a blit.
 """
@@ -21,8 +21,8 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QPushButton, QSizePolicy, QWidget
 
+from station.core.overlay import View, compose
 from station.core.result import InspectionResult, Verdict
-from station.gui.overlay import View, compose
 from station.gui.theme import Theme
 
 TAP_SLOP_PX = 24  # a gloved finger moves a little during a tap; more than this is a drag
@@ -275,7 +275,8 @@ class ImageView(QWidget):
         if r is None:
             return
         lines = (
-            f"FROZEN: part {r.frame_id}, {r.verdict.value} {r.score:.2f}, zoom {self.view.zoom:g}x",
+            f"FROZEN: part {r.part_id or r.frame_id}, {r.verdict.value} {r.score:.2f}, "
+            f"zoom {self.view.zoom:g}x",
             "tap to zoom, drag to pan",
         )
         font = QFont(self.font())

@@ -26,7 +26,6 @@ from PySide6.QtCore import QRectF, Qt, QTimer
 from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QCheckBox,
-    QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -47,6 +46,7 @@ from station.gui.image_view import to_qimage
 from station.gui.login import FIRST_ADMIN_HINT
 from station.gui.pages import Page
 from station.gui.theme import Theme, load_theme
+from station.gui.widgets import big_button, caption, card, stat
 
 if TYPE_CHECKING:
     from station.app import StationApp
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STEPS = ("Product", "Camera", "Collect", "Build", "Limit", "Save")
-BUTTON_PX = 72  # the wizard's own buttons; Back / Next and the navigation are larger
 REFRESH_MS = 250
 LIMIT_STEP = 0.01  # the - / + buttons move the limit by 1 % of its value
 STAGE_WORDS = {
@@ -64,40 +63,6 @@ STAGE_WORDS = {
     "scoring": "scoring the held-back parts",
     "writing": "writing the model",
 }
-
-
-def big_button(text: str, parent: QWidget, *, primary: bool = False, width: int = 0) -> QPushButton:
-    b = QPushButton(text, parent)
-    if primary:
-        b.setObjectName("Primary")
-    style = f"min-height: {BUTTON_PX}px;"
-    if width:
-        style += f" min-width: {width}px;"
-    b.setStyleSheet(style)
-    return b
-
-
-def caption(text: str, parent: QWidget, *, wrap: bool = False) -> QLabel:
-    label = QLabel(text, parent)
-    label.setObjectName("Caption")
-    label.setWordWrap(wrap)
-    return label
-
-
-def stat(text: str, parent: QWidget, *, wrap: bool = True) -> QLabel:
-    label = QLabel(text, parent)
-    label.setObjectName("Stat")
-    label.setWordWrap(wrap)
-    return label
-
-
-def card(parent: QWidget) -> tuple[QFrame, QVBoxLayout]:
-    frame = QFrame(parent)
-    frame.setObjectName("Card")
-    lay = QVBoxLayout(frame)
-    lay.setContentsMargins(16, 12, 16, 12)
-    lay.setSpacing(8)
-    return frame, lay
 
 
 def pct(x: float) -> str:

@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
+from station.core.overlay import View, compose, crop_box, fit_size
 from station.core.result import (
     Counters,
     InspectionResult,
@@ -17,7 +18,6 @@ from station.core.result import (
     Verdict,
 )
 from station.gui.counters import CountersPanel, counter_texts
-from station.gui.overlay import View, compose, crop_box, fit_size
 from station.gui.status_bar import disk_text, runtime_name, status_texts
 from station.gui.theme import THEMES, load_theme, parse_theme
 from station.gui.verdict_banner import banner_state
