@@ -88,6 +88,7 @@ class InspectionResult:
     finished_at: float = field(default_factory=time.time)
     part_id: str = ""  # e.g. DEMO-20261201-000123, unique; what a person quotes for this part
     check_threshold: float | None = None  # the lower limit of the check band (None: no band)
+    product: str = ""  # the product of the model that judged it
 
 
 @dataclass(frozen=True)

@@ -527,6 +527,7 @@ class InspectorWorker(Worker):
             finished_at=now,
             part_id=part_ids(frame.timestamp) if part_ids is not None else "",
             check_threshold=check,
+            product=model.product,
         )
 
     def teardown(self) -> None:

@@ -84,6 +84,10 @@ class PatchCore:
         return self.artifact.manifest.check_threshold
 
     @property
+    def product(self) -> str:
+        return self.artifact.manifest.product
+
+    @property
     def version(self) -> str:
         m = self.artifact.manifest
         return f"{m.product}/{m.version}"

@@ -11,11 +11,11 @@ from station.records.db import (
     InspectionRow,
     ShiftCounts,
     db_path,
-    shift_key,
 )
 from station.records.migrations import LATEST_VERSION
 from station.records.recorder import Committed, Recorder, RecorderStats
 from station.records.retention import RetentionReport, apply_retention
+from station.records.shifts import Shift, parse_shift, shift_key, shift_window
 
 __all__ = [
     "ARCHIVE_DIR",
@@ -28,8 +28,11 @@ __all__ = [
     "Recorder",
     "RecorderStats",
     "RetentionReport",
+    "Shift",
     "ShiftCounts",
     "apply_retention",
     "db_path",
+    "parse_shift",
     "shift_key",
+    "shift_window",
 ]

@@ -101,3 +101,18 @@ def read_map(path: str | Path, threshold: float, size: tuple[int, int] | None = 
 def read_archived_image(path: str | Path) -> np.ndarray:
     """An archived image back as the engine reads images (RGB or mono)."""
     return read_image(path)
+
+
+def load_archived(
+    data_dir: str | Path, image_path: str | None, map_path: str | None, threshold: float
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A recorded part's archived image and anomaly map (resized to the image), each None when
+    not kept (retention, an OK part not sampled); an unreadable file raises ImageError."""
+    if not image_path:
+        return None, None
+    root = Path(data_dir)
+    image = read_archived_image(root / image_path)
+    amap = None
+    if map_path and (root / map_path).is_file():
+        amap = read_map(root / map_path, threshold, size=image.shape[:2])
+    return image, amap

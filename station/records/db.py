@@ -53,18 +53,6 @@ def to_epoch(value: TimeArg) -> float | None:
     return float(value)
 
 
-def shift_key(timestamp: float, shift_hours: Iterable[int] = (6, 14, 22)) -> str:
-    """The shift a local time belongs to, e.g. '2026-11-21/06'; before the first start it is
-    the previous day's last shift ('2026-11-20/22' at 03:00)."""
-    starts = sorted({int(h) % 24 for h in shift_hours}) or [0]
-    t = datetime.fromtimestamp(timestamp)
-    started = [h for h in starts if h <= t.hour]
-    if started:
-        return f"{t:%Y-%m-%d}/{started[-1]:02d}"
-    prev = datetime.fromordinal(t.toordinal() - 1)
-    return f"{prev:%Y-%m-%d}/{starts[-1]:02d}"
-
-
 def _json_default(value: Any) -> Any:
     # Event data often carries numpy scalars/arrays (scores, statistics).
     if isinstance(value, np.generic):
@@ -102,6 +90,8 @@ class InspectionRow:
     override_time: float | None = None
     part_id: str | None = None  # e.g. DEMO-20261201-000123; None on rows from before it existed
     check_threshold: float | None = None  # the check band's lower limit when it had one
+    product: str | None = None  # the product whose model judged it
+    disposition: str | None = None  # the latest disposition (see station.records.dispositions)
 
     @property
     def when(self) -> datetime:
@@ -159,7 +149,7 @@ class ShiftCounts:
 INSPECTION_COLUMNS = (
     "id, time, frame_id, source, score, threshold, verdict, latency_ms, model_version, label, "
     "image_path, map_path, override_verdict, override_operator, override_time, part_id, "
-    "check_threshold"
+    "check_threshold, product, disposition"
 )
 
 # A part id already stored inserts nothing (the caller checks rowcount): a spooled row moved in
@@ -167,7 +157,8 @@ INSPECTION_COLUMNS = (
 # any other constraint (a NULL score, a verdict it does not know) fails the statement loudly.
 INSERT_INSPECTION = (
     "INSERT INTO inspections (time, frame_id, source, score, threshold, verdict, latency_ms, "
-    "model_version, label, part_id, check_threshold) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "model_version, label, part_id, check_threshold, product) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (part_id) WHERE part_id IS NOT NULL DO NOTHING"
 )
 INSERT_EVENT = "INSERT INTO events (time, kind, message, state, data) VALUES (?, ?, ?, ?, ?)"
@@ -180,7 +171,7 @@ UPSERT_COUNTS = (
 )
 
 
-def _inspection(row: tuple[Any, ...]) -> InspectionRow:
+def inspection_row(row: tuple[Any, ...]) -> InspectionRow:
     return InspectionRow(
         id=row[0],
         time=row[1],
@@ -199,6 +190,8 @@ def _inspection(row: tuple[Any, ...]) -> InspectionRow:
         override_time=row[14],
         part_id=row[15],
         check_threshold=row[16],
+        product=row[17],
+        disposition=row[18],
     )
 
 
@@ -356,19 +349,19 @@ class Database:
             {"verdict": verdict_value},
             limit,
         )
-        return [_inspection(r) for r in self.fetch(sql, params)]
+        return [inspection_row(r) for r in self.fetch(sql, params)]
 
     def get_inspection(self, row_id: int) -> InspectionRow | None:
         """One recorded frame by id."""
         rows = self.fetch(f"SELECT {INSPECTION_COLUMNS} FROM inspections WHERE id = ?", [row_id])
-        return _inspection(rows[0]) if rows else None
+        return inspection_row(rows[0]) if rows else None
 
     def get_part(self, part_id: str) -> InspectionRow | None:
         """One recorded frame by its part id."""
         rows = self.fetch(
             f"SELECT {INSPECTION_COLUMNS} FROM inspections WHERE part_id = ?", [part_id]
         )
-        return _inspection(rows[0]) if rows else None
+        return inspection_row(rows[0]) if rows else None
 
     def max_part_sequence(self, prefix: str) -> int:
         """The highest sequence number of the part ids that start with `prefix` (0 if none).
@@ -468,22 +461,35 @@ def windowed(
 ) -> tuple[str, list[Any]]:
     """`select` limited to since <= time < until and column = value filters, in `order`
     (newest first by default)."""
-    where: list[str] = []
-    params: list[Any] = []
-    lo, hi = to_epoch(since), to_epoch(until)
-    if lo is not None:
-        where.append("time >= ?")
-        params.append(lo)
-    if hi is not None:
-        where.append("time < ?")
-        params.append(hi)
-    for column, value in equals.items():
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
+    where, params = conditions(since, until, equals)
     sql = select + (" WHERE " + " AND ".join(where) if where else "")
     sql += f" ORDER BY {order}"
     if limit is not None:
         sql += " LIMIT ?"
         params.append(max(0, int(limit)))
     return sql, params
+
+
+def conditions(
+    since: TimeArg,
+    until: TimeArg,
+    equals: dict[str, Any] | None = None,
+    *,
+    time_column: str = "time",
+) -> tuple[list[str], list[Any]]:
+    """WHERE terms and their parameters: since <= time < until, and column = value for each
+    value that is not None."""
+    where: list[str] = []
+    params: list[Any] = []
+    lo, hi = to_epoch(since), to_epoch(until)
+    if lo is not None:
+        where.append(f"{time_column} >= ?")
+        params.append(lo)
+    if hi is not None:
+        where.append(f"{time_column} < ?")
+        params.append(hi)
+    for column, value in (equals or {}).items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    return where, params

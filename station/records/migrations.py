@@ -169,6 +169,55 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE shift_counters ADD COLUMN checks INTEGER NOT NULL DEFAULT 0",
         ),
     ),
+    Migration(
+        4,
+        "products on inspections, part dispositions, history indexes",
+        (
+            # The history filters on the product with an index; older rows get it back from
+            # their model version ('demo/v0001').
+            "ALTER TABLE inspections ADD COLUMN product TEXT",
+            "UPDATE inspections SET product = substr(model_version, 1, "
+            "instr(model_version, '/') - 1) WHERE instr(model_version, '/') > 1",
+            # The latest disposition of the part, kept beside the row so the history filters on
+            # it with an index; the dispositions table below is the record of every one.
+            "ALTER TABLE inspections ADD COLUMN disposition TEXT",
+            """
+            CREATE TABLE dispositions (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                inspection_id INTEGER NOT NULL REFERENCES inspections (id),
+                time REAL NOT NULL,
+                kind TEXT NOT NULL CHECK (kind IN
+                    ('confirmed_defect', 'false_reject', 'rework', 'missed_defect')),
+                reason TEXT NOT NULL DEFAULT '',
+                user TEXT NOT NULL,
+                role TEXT NOT NULL,
+                via TEXT NOT NULL DEFAULT ''
+            )
+            """,
+            "CREATE INDEX dispositions_inspection ON dispositions (inspection_id, id)",
+            "CREATE INDEX dispositions_time ON dispositions (time)",
+            "CREATE TRIGGER dispositions_no_update BEFORE UPDATE ON dispositions "
+            "BEGIN SELECT RAISE(ABORT, 'dispositions are append-only'); END",
+            "CREATE TRIGGER dispositions_no_delete BEFORE DELETE ON dispositions "
+            "BEGIN SELECT RAISE(ABORT, 'dispositions are append-only'); END",
+            # The history page's filters (see station.records.history and bench-history). The
+            # time, verdict and product indexes also hold every other filtered column: a filter
+            # that matches few of many rows (NOK parts of one version above a score, all year)
+            # is answered from the index alone, without a table lookup per candidate row.
+            "DROP INDEX inspections_time",
+            "CREATE INDEX inspections_time ON inspections "
+            "(time, verdict, score, product, model_version, disposition)",
+            "DROP INDEX inspections_verdict_time",
+            "CREATE INDEX inspections_verdict_time ON inspections "
+            "(verdict, time, score, product, model_version, disposition)",
+            "CREATE INDEX inspections_product_time ON inspections "
+            "(product, time, verdict, score, model_version, disposition)",
+            "CREATE INDEX inspections_model_time ON inspections (model_version, time)",
+            "CREATE INDEX inspections_score ON inspections (score)",
+            "CREATE INDEX inspections_disposition_time ON inspections (disposition, time) "
+            "WHERE disposition IS NOT NULL",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -62,9 +62,9 @@ from station.records.db import (
     db_path,
     event_row,
     is_disk_full,
-    shift_key,
 )
 from station.records.retention import RetentionReport, apply_retention
+from station.records.shifts import shift_key
 from station.records.spool import SPOOL_DIR, Spool
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class _Marker:
 _Item = _Frame | StationEvent | _Marker
 
 
-ROW_FIELDS = 11  # INSERT_INSPECTION's parameters
+ROW_FIELDS = 12  # INSERT_INSPECTION's parameters
 Counts = tuple[int, int, int, int, int]  # inspected, nok, dropped, unrecorded, check: as stored
 
 
@@ -284,6 +284,7 @@ class Recorder(Worker):
                 result.label,
                 result.part_id or None,
                 None if result.check_threshold is None else float(result.check_threshold),
+                result.product or None,
             )
             frame = _Frame(row=row, shift=shift)
             if self._closed:
@@ -837,7 +838,7 @@ class Recorder(Worker):
                 log.warning("records spool %s: %d torn bytes at its end ignored", path, torn)
             frames = [
                 _Frame(
-                    # Older spool lines lack the newer columns (check_threshold): NULL there.
+                    # Older spool lines lack newer columns (check_threshold, product): NULL.
                     row=tuple(r[1:]) + (None,) * (ROW_FIELDS - len(r) + 1),
                     shift=shift_key(float(r[1]), self.cfg.shift_hours),
                     ours=r[0] == self._run_id,
