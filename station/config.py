@@ -128,6 +128,14 @@ class AccessConfig:
 
 
 @dataclass(frozen=True)
+class ReportsConfig:
+    station_name: str = ""  # on every report; empty = the computer's name
+    auto: bool = True  # write the report of each shift into `folder` when the shift ends
+    folder: str = "reports"  # relative to the data directory, or an absolute path
+    gallery: int = 12  # highest-scoring NOK parts shown with their overlays
+
+
+@dataclass(frozen=True)
 class StationConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -136,6 +144,7 @@ class StationConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
     gui: GuiConfig = field(default_factory=GuiConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
     origin: str = ""  # the file this was read from, for messages
 
 

@@ -176,7 +176,7 @@ class Access:
             self._refuse_locked(row, row.locked_until - self.clock(), via)
         good = pin_matches(pin, row.pin_hash)  # slow: outside the write transaction
         refused: LoginRefused | None = None
-        with self._writing(f"login of {row.name}") as (cur, rows):
+        with self.writing(f"login of {row.name}") as (cur, rows):
             fresh = self.users_table.read(cur, row.name)
             now = self.clock()
             if fresh is None or fresh.pin_hash != row.pin_hash:
@@ -299,8 +299,9 @@ class Access:
         return self.audit.append_in(cur, user=user, role=str(role), action=action, **kw)
 
     @contextmanager
-    def _writing(self, what: str) -> Iterator[tuple[sqlite3.Cursor, list[AuditRow]]]:
-        """One transaction for a change and its audit rows; the head file follows the commit."""
+    def writing(self, what: str) -> Iterator[tuple[sqlite3.Cursor, list[AuditRow]]]:
+        """One transaction for a change and its audit rows (append them to the list, written
+        with `audit_in`); the head file follows the commit."""
         rows: list[AuditRow] = []
         try:
             with self.db.transaction() as cur:
@@ -312,7 +313,8 @@ class Access:
         for r in rows:
             self.audit.advance_head(r)
 
-    def _as(self, cur: sqlite3.Cursor, session: Session, action: str, **kw: Any) -> AuditRow:
+    def audit_in(self, cur: sqlite3.Cursor, session: Session, action: str, **kw: Any) -> AuditRow:
+        """The session's audit row for a change made in the same transaction (see `writing`)."""
         role = session.role.value if session.role is not None else ""
         return self.audit.append_in(
             cur, user=session.user, role=role, action=action, via=session.via, **kw
@@ -343,9 +345,9 @@ class Access:
         if self.users_table.get(name) is not None:
             raise StationError(f"user '{name}' exists already (set-pin changes the PIN)")
         row = UserRow(name, role.value, hash_pin(pin), self.clock())
-        with self._writing(f"user '{name}' not added") as (cur, rows):
+        with self.writing(f"user '{name}' not added") as (cur, rows):
             self.users_table.add(cur, row)
-            rows.append(self._as(cur, session, "user_add", object=name, after=role.value))
+            rows.append(self.audit_in(cur, session, "user_add", object=name, after=role.value))
         return UserInfo(name, role, row.created)
 
     def remove_user(self, session: Session, name: str) -> None:
@@ -359,9 +361,11 @@ class Access:
             raise StationError(
                 f"'{row.name}' is the only admin: add another admin before removing this one"
             )
-        with self._writing(f"user '{row.name}' not removed") as (cur, rows):
+        with self.writing(f"user '{row.name}' not removed") as (cur, rows):
             self.users_table.remove(cur, row.name)
-            rows.append(self._as(cur, session, "user_remove", object=row.name, before=row.role))
+            rows.append(
+                self.audit_in(cur, session, "user_remove", object=row.name, before=row.role)
+            )
 
     def set_pin(self, session: Session, name: str, pin: str) -> None:
         """Give a user a new PIN (admin), which also lifts a lockout."""
@@ -371,11 +375,11 @@ class Access:
             raise StationError(f"no user named '{name}'")
         self._check_pin(pin)
         new_hash = hash_pin(pin)
-        with self._writing(f"PIN of '{row.name}' not changed") as (cur, rows):
+        with self.writing(f"PIN of '{row.name}' not changed") as (cur, rows):
             self.users_table.update(
                 cur, row.name, pin_hash=new_hash, failed=0, locked_until=0.0, lockouts=0
             )
-            rows.append(self._as(cur, session, "user_set_pin", object=row.name))
+            rows.append(self.audit_in(cur, session, "user_set_pin", object=row.name))
 
     def _check_name(self, name: str) -> str:
         name = name.strip()

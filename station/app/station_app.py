@@ -25,6 +25,21 @@ from station.app.lock import DataDirLock
 from station.app.models import ProductModels
 from station.app.part_ids import PartIds
 from station.app.products import Product, ProductStore
+from station.app.quality import (
+    FalseReject,
+    InspectionDetail,
+    ReportFiles,
+    ShiftReporter,
+    check_disposition,
+    default_names,
+    export_destinations,
+    false_rejects,
+    fitting,
+    load_detail,
+    reports_folder,
+    thumbnail,
+    write_report,
+)
 from station.app.roles import Action, allowed
 from station.app.setup import SetupSession
 from station.camera.base import Camera
@@ -51,7 +66,16 @@ from station.model.artifact import (
 )
 from station.records.audit import AuditRow, AuditTrail, Verification
 from station.records.db import Database, EventRow, InspectionRow, TimeArg, db_path
+from station.records.dispositions import (
+    ON_REJECTS,
+    Disposition,
+    DispositionRow,
+    add_disposition,
+    parse_disposition,
+)
+from station.records.history import HistoryPage, HistoryQuery, PageKey, query_page, versions_seen
 from station.records.recorder import Recorder
+from station.records.shifts import Shift, parse_shift, recent_shifts
 
 if TYPE_CHECKING:
     from station.model.patchcore import PatchCore
@@ -140,6 +164,7 @@ class StationApp:
         self._open_lock = threading.Lock()
         self._recorder_alarm: str | None = None
         self._disk_free: tuple[float, float | None] = (0.0, None)
+        self.reporter: ShiftReporter | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
@@ -227,6 +252,13 @@ class StationApp:
             self._started = True
             self.recorder.start()
             self.line.start()
+            if self.cfg.reports.auto:
+                self.reporter = ShiftReporter(
+                    self._auto_report, self._shift_has_parts,
+                    reports_folder(self.cfg, self.data_dir), self.cfg.records.shift_hours,
+                    self.record_event,
+                )  # fmt: skip
+                self.reporter.start()
         except BaseException:
             self._started = False
             try:
@@ -289,6 +321,10 @@ class StationApp:
         # then let the next station have the data directory, but only when nothing of this one
         # can still write there.
         left = self._stop_deadline - time.monotonic() if self._stop_deadline else 30.0
+        reporter = self.reporter
+        if reporter is not None:
+            reporter.stop()
+            reporter.join(max(1.0, left))
         self.recorder.stop()
         self._records_closed = self.recorder.join(max(1.0, left))
         if ended and self._records_closed:
@@ -420,6 +456,169 @@ class StationApp:
         """Recorded events, newest first (technician, QA, admin)."""
         self.authorize(session, Action.VIEW_HISTORY)
         return self.db().query_events(since, until, kind, limit)
+
+    # -- history, dispositions, reports ---------------------------------------------------------
+    def history(
+        self, session: Session, query: HistoryQuery, after: PageKey | None = None
+    ) -> HistoryPage:
+        """One page of the history browser (technician, QA, admin)."""
+        self.authorize(session, Action.VIEW_HISTORY)
+        return query_page(self.db(), query, after)
+
+    def history_versions(self, session: Session, product: str | None = None) -> list[str]:
+        """The model versions that judged recorded parts ('demo/v0002'), newest first."""
+        self.authorize(session, Action.VIEW_HISTORY)
+        return versions_seen(self.db(), product)
+
+    def inspection(self, session: Session, part: str | int) -> InspectionDetail:
+        """A recorded part by its part id or row id: image, overlay, dispositions, the events
+        around it (technician, QA, admin)."""
+        self.authorize(session, Action.VIEW_HISTORY)
+        return load_detail(self.db(), self.data_dir, self._find_part(part))
+
+    def dispose(
+        self, session: Session, part: str | int, kind: Disposition | str, reason: str
+    ) -> DispositionRow:
+        """Record what happened to a part: on a rejected part a confirmed defect, a false
+        reject or rework (operator and up), on a part that passed a missed defect (QA, admin).
+        Append-only and audited in the same transaction; the latest one stands."""
+        d = kind if isinstance(kind, Disposition) else parse_disposition(kind)
+        row = self._find_part(part)
+        name = row.part_id or f"#{row.id}"
+        self.authorize(
+            session, Action.DISPOSITION_NOK if d in ON_REJECTS else Action.DISPOSITION_ANY, name
+        )
+        text = check_disposition(row, d, reason)
+        role = session.role.value if session.role is not None else ""
+        with self.access.writing(f"disposition of {name}") as (cur, audit):
+            written = add_disposition(
+                cur, row.id, d, reason=text, user=session.user, role=role, via=session.via
+            )
+            audit.append(
+                self.access.audit_in(
+                    cur,
+                    session,
+                    "disposition",
+                    object=name,
+                    before=row.disposition,
+                    after=d.value,
+                    reason=text,
+                )
+            )
+        return written
+
+    def _find_part(self, part: str | int) -> InspectionRow:
+        """The recorded row of a part id ('DEMO-20261201-000123', any case) or a row id (an int
+        or '#123'). A part just inspected may still be on its way to the database: the records
+        are flushed once before it is declared unknown."""
+        text = str(part).strip()
+        by_id = isinstance(part, int) or (text.startswith("#") and text[1:].isdigit())
+        for attempt in range(2):
+            db = self.db()
+            row = db.get_inspection(int(text.lstrip("#"))) if by_id else db.get_part(text.upper())
+            if row is not None:
+                return row
+            if attempt == 0 and self._started:
+                self.flush(5.0)
+        raise StationError(f"no recorded part '{text}'")
+
+    def false_rejects(self, session: Session, product: str | None = None) -> list[FalseReject]:
+        """Parts the product's current model rejected that were confirmed good: what a bank
+        update should learn (technician, admin)."""
+        product = check_product_name(product or self.product)
+        self.authorize(session, Action.MODEL, product)
+        current = self.store.current(product)
+        if current is None:
+            return []
+        return false_rejects(self.db(), self.data_dir, product, current.name)
+
+    def shifts(self, n: int = 21) -> list[Shift]:
+        """The current shift and the ones before it, newest first (for a shift picker)."""
+        return recent_shifts(n, shift_hours=self.cfg.records.shift_hours)
+
+    def parse_shift(self, text: str) -> Shift:
+        """'current', 'previous' or '2026-12-01/06' with this station's shift hours."""
+        return parse_shift(text, shift_hours=self.cfg.records.shift_hours)
+
+    def shift_report(
+        self,
+        session: Session,
+        shift: Shift | str = "current",
+        *,
+        product: str | None = None,
+        pdf: str | Path | None = None,
+        csv: str | Path | None = None,
+        folder: str | Path | None = None,
+    ) -> ReportFiles:
+        """Write a shift's report: to `pdf` / `csv`, or both under their default names into
+        `folder` (default: the reports folder) (QA, admin; audited)."""
+        s = shift if isinstance(shift, Shift) else self.parse_shift(shift)
+        if product is not None:
+            product = check_product_name(product)
+        self.authorize(session, Action.REPORT, s.key)
+        if pdf is None and csv is None:
+            pdf, csv = default_names(
+                Path(folder) if folder is not None else reports_folder(self.cfg, self.data_dir),
+                s, product,
+            )  # fmt: skip
+        files = write_report(
+            self.db(), self.data_dir, self.cfg, s, product=product,
+            pdf=Path(pdf) if pdf is not None else None,
+            csv=Path(csv) if csv is not None else None,
+            audit=self.access.audit.rows(s.start, s.end), by=f"{session.user} ({session.via})",
+        )  # fmt: skip
+        self.access.record(
+            session, "report", object=s.key,
+            after={"product": product, "pdf": str(files.pdf or ""), "csv": str(files.csv or ""),
+                   "parts": files.rows},
+        )  # fmt: skip
+        return files
+
+    def report_destinations(self) -> list[tuple[str, Path]]:
+        """Where a report can be exported: the reports folder and mounted USB drives."""
+        return export_destinations(reports_folder(self.cfg, self.data_dir))
+
+    def preview_report(
+        self, session: Session, shift: Shift | str, *, product: str | None = None, pages: int = 3
+    ) -> tuple[ReportFiles, list[Path]]:
+        """The report written into a temporary folder and its first `pages` pages as PNG
+        pictures (none without pdftoppm) (QA, admin). The folder is the caller's to delete
+        (the parent of the PDF)."""
+        import tempfile
+
+        from station.reports.preview import can_render, render_pages
+
+        folder = Path(tempfile.mkdtemp(prefix="station-preview-"))
+        files = self.shift_report(session, shift, product=product, pdf=folder / "report.pdf")
+        pictures = (
+            render_pages(folder / "report.pdf", folder, dpi=110, last=pages) if can_render() else []
+        )
+        return files, pictures
+
+    def disposition_choices(self, session: Session, verdict: Verdict) -> tuple[Disposition, ...]:
+        """The dispositions this session may record on a part with `verdict`."""
+        return tuple(
+            d
+            for d in fitting(verdict)
+            if self.may(
+                session, Action.DISPOSITION_NOK if d in ON_REJECTS else Action.DISPOSITION_ANY
+            )
+        )
+
+    def thumbnail(self, session: Session, row: InspectionRow, size: int) -> Any:
+        """A recorded part's small picture with its overlay (RGB array), None without an image
+        (technician, QA, admin)."""
+        self.authorize(session, Action.VIEW_HISTORY)
+        return thumbnail(self.data_dir, row, size)
+
+    def _auto_report(self, shift: Shift, pdf: Path, csv: Path) -> ReportFiles:
+        return write_report(
+            self.db(), self.data_dir, self.cfg, shift, product=None, pdf=pdf, csv=csv,
+            audit=self.access.audit.rows(shift.start, shift.end), by="station (end of shift)",
+        )  # fmt: skip
+
+    def _shift_has_parts(self, shift: Shift) -> bool:
+        return bool(self.db().query_inspections(shift.start, shift.end, limit=1))
 
     # -- audit ---------------------------------------------------------------------------------
     def audit_rows(

@@ -17,13 +17,20 @@ def register(subparsers: Any) -> None:
             "A new version of the product's current model whose memory bank is a coreset over "
             "its old bank plus the patches of the new good parts (DIR/train/good in MVTec "
             "layout, or a folder of images): no refit from all images. The limit is kept; the "
-            "line runs the version once it is activated. Audited."
+            "line runs the version once it is activated. --false-rejects adds the parts the "
+            "current version rejected that QA confirmed good (`station dispose ... "
+            "false_reject`). Audited."
         ),
     )
     p.add_argument("--config", type=Path, metavar="FILE", help="station config (TOML)")
     p.add_argument("--data-dir", metavar="DIR", help="data directory (overrides the config)")
     p.add_argument("--product", help="product (default: the station's)")
-    p.add_argument("--data", required=True, type=Path, help="the new good parts")
+    p.add_argument("--data", type=Path, help="the new good parts")
+    p.add_argument(
+        "--false-rejects",
+        action="store_true",
+        help="add the current version's confirmed false rejects (their archived images)",
+    )
     p.add_argument("--base", metavar="vNNNN", help="version to update (default: the current)")
     p.add_argument("--json", type=Path, help="also write the summary as JSON")
     p.set_defaults(func=run)
@@ -33,15 +40,27 @@ def run(args: argparse.Namespace) -> int:
     """Update through the app (role checked, audited)."""
     from station.app import StationApp
     from station.config import data_dir, load_config
+    from station.core.errors import ConfigError, StationError
     from station.model.patchcore import training_images
 
+    if args.data is None and not args.false_rejects:
+        raise ConfigError("give the new good parts: --data DIR, --false-rejects, or both")
     cfg = load_config(args.config)
     app = StationApp(cfg, data_dir(cfg, args.data_dir))
     product = args.product or app.product
     try:
-        report = app.update_bank(
-            app.shell_session(), product, training_images(args.data), base=args.base
-        )
+        session = app.shell_session()
+        images = training_images(args.data) if args.data is not None else []
+        if args.false_rejects:
+            found = app.false_rejects(session, product)
+            if not found and not images:
+                raise StationError(
+                    f"{product}: no confirmed false rejects of the current version with an "
+                    "archived image"
+                )
+            print(f"adding {len(found)} confirmed false rejects")
+            images += [f.image for f in found]
+        report = app.update_bank(session, product, images, base=args.base)
     finally:
         app.close()
     print(
