@@ -36,9 +36,10 @@ from station.app.roles import Action, PermissionDenied
 from station.config import StationConfig
 from station.core.errors import StationError
 from station.core.result import StationEvent, StationState
+from station.gui.history_page import HistoryPage
 from station.gui.login import LoginPanel
 from station.gui.operator_page import OperatorPage
-from station.gui.pages import HistoryPage, Page, SettingsPage
+from station.gui.pages import Page, SettingsPage
 from station.gui.setup_page import SetupPage
 from station.gui.sheets import ConfirmClose, NoticeBar, Sheet
 from station.gui.theme import Theme, load_theme, other
@@ -139,7 +140,7 @@ class MainWindow(QMainWindow):
         self.stack.addWidget(self.operator)
         for key, page in (
             ("setup", SetupPage(self.app, theme=self.theme)),
-            ("history", HistoryPage(self.app)),
+            ("history", HistoryPage(self.app, theme=self.theme)),
             ("settings", SettingsPage(self.app)),
         ):
             self.pages[key] = page
@@ -199,6 +200,7 @@ class MainWindow(QMainWindow):
         self.setStyleSheet(self.theme.qss)
         self.operator.set_theme(self.theme)
         self.pages["setup"].set_theme(self.theme)  # type: ignore[attr-defined]
+        self.pages["history"].set_theme(self.theme)  # type: ignore[attr-defined]
 
     def toggle_theme(self) -> None:
         """Dark <-> light."""

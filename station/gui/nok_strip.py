@@ -23,9 +23,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from station.core.overlay import compose, fit_size
 from station.core.result import InspectionResult, Verdict
+from station.gui.dispositions import DispositionPanel
 from station.gui.image_view import ImageView, to_qimage
-from station.gui.overlay import compose, fit_size
 from station.gui.theme import Theme
 
 KEEP_SIDE = 1024  # NOK parts kept for the detail view are reduced to this long side
@@ -253,13 +254,19 @@ class NokDetail(QWidget):
             grid.addWidget(val, 2 * i + 1, 0)
             self.values[key] = val
         side.addLayout(grid)
+        self.dispose = DispositionPanel(self)
+        side.addWidget(self.dispose)
+        self.dispose_message = QLabel("", self)
+        self.dispose_message.setObjectName("Caption")
+        self.dispose_message.setWordWrap(True)
+        side.addWidget(self.dispose_message)
         side.addStretch(1)
         self.overlay_button = QPushButton("Overlay ON", self)
         self.overlay_button.setCheckable(True)
         self.overlay_button.setChecked(True)
         self.overlay_button.toggled.connect(self._toggle_overlay)
         side.addWidget(self.overlay_button)
-        lay.addLayout(side, 1)
+        lay.addLayout(side, 2)
         self.result: InspectionResult | None = None
 
     def set_theme(self, theme: Theme) -> None:

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from station.app.access import Session
 from station.config import StationConfig
 from station.core.result import InspectionResult, LineStatus, StationEvent, StationState
 from station.gui.bridge import LineBridge, ScorePoint
@@ -61,6 +62,7 @@ class Shell(Protocol):
 
     theme: Theme
     stopping: bool
+    session: Session
 
     def overlay_parent(self) -> QWidget:
         """The widget that sheets cover (the whole window)."""
@@ -194,6 +196,7 @@ class OperatorPage(QWidget):
         )
         self.drift_sheet = Sheet("Score drift", self.drift_panel, over)
         self.nok_detail = NokDetail(self.theme)
+        self.nok_detail.dispose.chosen.connect(self._dispose)
         self.nok_sheet = Sheet("NOK part", self.nok_detail, over, margin=0.02)
         self._show_opacity()
 
@@ -262,10 +265,30 @@ class OperatorPage(QWidget):
         self.drift_sheet.open()
 
     def open_nok(self, result: InspectionResult) -> None:
-        """Open one NOK part large."""
+        """Open one NOK part large, with what can be said about it (confirmed, false reject,
+        rework: any operator may; the app checks)."""
         self.nok_detail.show_result(result, self.image.opacity)
-        self.nok_sheet.heading.setText(f"NOK part {result.frame_id}: score {result.score:.2f}")
+        self.nok_detail.dispose.offer(
+            self.app.disposition_choices(self.shell.session, result.verdict)
+            if result.part_id
+            else (),
+            "What happened to this part?" if result.part_id else "",
+        )
+        self.nok_detail.dispose_message.setText("")
+        name = result.part_id or f"#{result.frame_id}"
+        self.nok_sheet.heading.setText(
+            f"{result.verdict.value} part {name}: score {result.score:.2f}"
+        )
         self.nok_sheet.open()
+
+    def _dispose(self, kind: str, reason: str) -> None:
+        result = self.nok_detail.result
+        if result is None or not result.part_id:
+            return
+        part = result.part_id
+        if self.shell.act("Disposition", lambda s: self.app.dispose(s, part, kind, reason)):
+            label = kind.replace("_", " ")
+            self.nok_detail.dispose.show_recorded(f"Recorded: {label} - {reason}")
 
     def _on_event(self, event: StationEvent) -> None:
         if event.kind in NOTICE_KINDS:

@@ -72,23 +72,6 @@ class Page(QWidget):
         return label
 
 
-class HistoryPage(Page):
-    """History and shift reports for QA: not built yet."""
-
-    title = "History and reports"
-    action = Action.VIEW_HISTORY
-
-    def __init__(self, app: StationApp, parent: QWidget | None = None) -> None:
-        super().__init__(app, parent)
-        self.body = self.text_card(
-            "The history browser, part dispositions and shift reports are not built yet.\n\n"
-            "Until then, on the station PC:\n"
-            "  station log --since 8h --verdict NOK --csv nok.csv\n"
-            "  station audit --since 8h --csv audit.csv"
-        )
-        self.layout_.addStretch(1)
-
-
 class SettingsPage(Page):
     """Admin: the users and the state of the audit trail."""
 
