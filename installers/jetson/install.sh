@@ -138,8 +138,9 @@ do_install() {
     preflight
     log "== packages"
     # python3-libnvinfer: TensorRT's Python bindings from JetPack; QT_XCB_PACKAGES (lib.sh):
-    # what Qt on X11 needs beside the PySide6 wheels.
-    ensure_packages python3-venv python3-dev build-essential python3-libnvinfer udev \
+    # what Qt on X11 needs beside the PySide6 wheels; poppler-utils: pdftoppm, the History
+    # page's preview of a shift report.
+    ensure_packages python3-venv python3-dev build-essential python3-libnvinfer udev poppler-utils \
         "${QT_XCB_PACKAGES[@]}"
     install_station
 }

@@ -117,8 +117,9 @@ install_python_stack() {
 do_install() {
     preflight
     log "== packages"
-    # QT_XCB_PACKAGES (lib.sh): what Qt on X11 needs beside the PySide6 wheels.
-    local packages=(python3-venv udev "${QT_XCB_PACKAGES[@]}")
+    # QT_XCB_PACKAGES (lib.sh): what Qt on X11 needs beside the PySide6 wheels; poppler-utils:
+    # pdftoppm, the History page's preview of a shift report.
+    local packages=(python3-venv udev poppler-utils "${QT_XCB_PACKAGES[@]}")
     ((WITH_TENSORRT)) && packages+=(python3-dev build-essential)
     ensure_packages "${packages[@]}"
     install_station
