@@ -233,8 +233,14 @@ class NokDetail(QWidget):
         lay.addWidget(self.view, 3)
         side = QVBoxLayout()
         side.setSpacing(10)
-        grid = QGridLayout()
+        # The part's facts; hidden while a reason is picked, which needs the height (the heading
+        # still names the part and its score).
+        self.facts = QWidget(self)
+        grid = QGridLayout(self.facts)
+        grid.setContentsMargins(0, 0, 0, 0)
         grid.setVerticalSpacing(2)
+        grid.setHorizontalSpacing(12)
+        grid.setColumnStretch(1, 1)
         self.values: dict[str, QLabel] = {}
         for i, (key, caption) in enumerate(
             (
@@ -245,16 +251,18 @@ class NokDetail(QWidget):
                 ("model", "Model"),
             )
         ):
-            cap = QLabel(caption, self)
+            cap = QLabel(caption, self.facts)
             cap.setObjectName("Caption")
-            val = QLabel("-", self)
+            val = QLabel("-", self.facts)
             val.setObjectName("Stat")
             val.setWordWrap(True)
-            grid.addWidget(cap, 2 * i, 0)
-            grid.addWidget(val, 2 * i + 1, 0)
+            # Caption beside its value: the disposition buttons below need the height.
+            grid.addWidget(cap, i, 0)
+            grid.addWidget(val, i, 1)
             self.values[key] = val
-        side.addLayout(grid)
+        side.addWidget(self.facts)
         self.dispose = DispositionPanel(self)
+        self.dispose.steps.currentChanged.connect(lambda step: self.facts.setVisible(step == 0))
         side.addWidget(self.dispose)
         self.dispose_message = QLabel("", self)
         self.dispose_message.setObjectName("Caption")

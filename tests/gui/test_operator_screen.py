@@ -22,6 +22,7 @@ pytest.importorskip("pyqtgraph")
 from PySide6.QtCore import QPoint, Qt
 from screens import SIZES, Shooter, discard, drag, settle, wait_until  # tests/gui/screens.py
 
+from station.app.quality import Disposition
 from station.core.result import StationState, Verdict
 
 pytestmark = pytest.mark.slow
@@ -187,6 +188,27 @@ def test_nok_thumbnail_opens_the_detail_view(station: Any, qtbot: Any, shoot: Sh
     assert time.strftime("%H:%M:%S", time.localtime(r.timestamp)) in detail.values["time"].text()
     assert detail.view.image_rgb() is not None
     shoot(window, "04-nok-detail")
+    panel = detail.dispose
+
+    def unclipped(buttons: list[Any]) -> None:
+        # Each target is whole on the screen: not cut off by the sheet, not under another.
+        sheet = window.operator.nok_sheet
+        rects = []
+        for b in buttons:
+            top_left = b.mapTo(sheet, QPoint(0, 0))
+            rect = b.rect().translated(top_left)
+            assert sheet.rect().contains(rect), (b.text(), rect, sheet.rect())
+            assert b.visibleRegion().boundingRect().size() == b.size(), b.text()
+            assert b.height() >= 60, (b.text(), b.height())
+            assert not any(rect.intersects(r) for r in rects), (b.text(), rect, rects)
+            rects.append(rect)
+
+    unclipped([b for b in panel.kind_buttons.values() if b.isVisible()])
+    qtbot.mouseClick(panel.kind_buttons[Disposition.FALSE_REJECT], Qt.MouseButton.LeftButton)
+    settle()
+    unclipped([*(b for b in panel.reason_buttons if b.isVisible()), panel.back_button])
+    shoot(window, "04-nok-disposition-reason")
+    qtbot.mouseClick(panel.back_button, Qt.MouseButton.LeftButton)
     qtbot.mouseClick(window.operator.nok_sheet.close_button, Qt.MouseButton.LeftButton)
     assert not window.operator.nok_sheet.isVisible()
 
