@@ -22,12 +22,45 @@ T = TypeVar("T")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.toml"
 
+# Backbones a model may name (station.model.backbones.BACKBONES; a test keeps the two equal: the
+# config layer sits below the model and cannot import it).
+BACKBONE_NAMES = (
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "resnet18",
+    "resnet50",
+    "wide_resnet50_2",
+)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: lo..hi, `lo` itself excluded when `above`."""
+
+    lo: float
+    hi: float
+    above: bool = False  # lo < value (else lo <= value)
+
+    def holds(self, value: float) -> bool:
+        low_ok = value > self.lo if self.above else value >= self.lo
+        return low_ok and value <= self.hi
+
+    def text(self) -> str:
+        low = f"above {self.lo:g}" if self.above else f"at least {self.lo:g}"
+        return f"{low} and at most {self.hi:g}"
+
+
+def num(default: T, lo: float, hi: float, *, above: bool = False) -> T:
+    """A numeric setting with its range (checked for every file; a test wants one on each)."""
+    return field(default=default, metadata={"range": Range(lo, hi, above)})
+
 
 @dataclass(frozen=True)
 class ReplayConfig:
     path: str = ""  # folder or video; empty = the demo product in the data directory
     loop: bool = True
-    fps: float = 2.0  # frames per second; 0 = as fast as the consumer takes them
+    fps: float = num(2.0, 0, 1000)  # frames per second; 0 = as fast as the consumer takes them
     shuffle: bool = False  # interleave good and defective parts (seeded) instead of sorted order
 
 
@@ -35,19 +68,21 @@ class ReplayConfig:
 class GenICamConfig:
     cti: list[str] = field(default_factory=list)  # producer files, before GENICAM_GENTL64_PATH
     device: str = ""  # serial number, user-defined name, or index; empty = first found
-    timeout_s: float = 2.0  # fetch timeout; a timeout is reported as a CameraError
+    # fetch timeout; a timeout is reported as a CameraError
+    timeout_s: float = num(2.0, 0, 600, above=True)
     trigger: str = "off"  # "off" (free running) or "software" (one frame per part)
     features: dict[str, Any] = field(
         default_factory=dict
     )  # SFNC feature -> value, applied in order
-    buffers: int = 8  # driver buffers: more ride out consumer hiccups; each holds one payload
+    # driver buffers: more ride out consumer hiccups; each holds one payload
+    buffers: int = num(8, 1, 256)
 
 
 @dataclass(frozen=True)
 class UVCConfig:
-    index: int = 0
-    width: int = 0
-    height: int = 0
+    index: int = num(0, 0, 63)
+    width: int = num(0, 0, 16384)  # 0 = the camera's
+    height: int = num(0, 0, 16384)
 
 
 @dataclass(frozen=True)
@@ -64,67 +99,82 @@ class ModelConfig:
     backbone: str = "efficientnet_lite0"
     weights: str = ""  # state-dict file; required for resnet18/resnet50/wide_resnet50_2
     layers: list[str] = field(default_factory=lambda: ["stride8", "stride16"])
-    image_size: int = 320  # long side of the network input (aspect kept, padded to square)
+    # long side of the network input (aspect kept, padded to square)
+    image_size: int = num(320, 32, 4096)
     tile: bool = True  # parts longer than 2:1 are cut into overlapping square tiles
-    scale: float = 0.0  # 0: fit each part to image_size; > 0: fixed scale, tiles cover the part
-    max_tiles: int = 0  # with scale > 0: at most this many windows a part (bigger ones shrink)
+    # 0: fit each part to image_size; > 0: fixed scale, tiles cover the part
+    scale: float = num(0.0, 0, 16)
+    # with scale > 0: at most this many windows a part (bigger ones shrink)
+    max_tiles: int = num(0, 0, 4096)
     exposure: str = "fixed"  # "auto": per-image gain cancels exposure/illumination changes
-    aggregation: int = 3  # local neighbourhood (p x p) averaged around each patch
-    feature_dim: int = 0  # channel reduction target; 0 = keep the concatenated channels
-    intensity_weight: float = 0.0  # > 0 adds local brightness as a feature (uneven surfaces)
-    coreset_ratio: float = 0.1
-    coreset_projection: int = 128  # random projection size for the greedy k-center selection
-    max_bank: int = 40000  # hard cap on the memory bank, whatever the ratio
-    reweight_neighbors: int = 9  # b in the paper's score reweighting (used when score_top = 0)
-    score_top: float = 0.01  # image score = mean of the top 1 % of patch scores; 0 = the max
-    blur_sigma: float = 4.0  # Gaussian smoothing of the anomaly map, in input pixels
+    aggregation: int = num(3, 1, 15)  # local neighbourhood (p x p) averaged around each patch
+    # channel reduction target; 0 = keep the concatenated channels
+    feature_dim: int = num(0, 0, 65536)
+    # > 0 adds local brightness as a feature (uneven surfaces)
+    intensity_weight: float = num(0.0, 0, 100)
+    coreset_ratio: float = num(0.1, 0, 1, above=True)
+    # random projection size for the greedy k-center selection
+    coreset_projection: int = num(128, 0, 4096)
+    max_bank: int = num(40000, 1, 10_000_000)  # hard cap on the memory bank, whatever the ratio
+    # b in the paper's score reweighting (used when score_top = 0)
+    reweight_neighbors: int = num(9, 1, 1000)
+    # image score = mean of the top 1 % of patch scores; 0 = the max
+    score_top: float = num(0.01, 0, 0.999)
+    blur_sigma: float = num(4.0, 0, 64)  # Gaussian smoothing of the anomaly map, in input pixels
     runtime: str = "onnx"  # torch | onnx | tensorrt
-    threads: int = 0  # intra-op threads for torch / onnxruntime; 0 = all cores
-    seed: int = 0
+    threads: int = num(0, 0, 256)  # intra-op threads for torch / onnxruntime; 0 = all cores
+    seed: int = num(0, 0, 2**32 - 1)
 
 
 @dataclass(frozen=True)
 class InspectionConfig:
-    queue_size: int = 4  # frames waiting for the model; the oldest is dropped when full
-    target_fnr: float = 0.005
+    # frames waiting for the model; the oldest is dropped when full
+    queue_size: int = num(4, 1, 1000)
+    target_fnr: float = num(0.005, 0, 0.999)
 
 
 @dataclass(frozen=True)
 class RecordsConfig:
     data_dir: str = ""  # empty = STATION_DATA_DIR, else the platform's user data folder
-    ok_sample_every: int = 50  # archive one OK image in N (every NOK image is archived)
-    retention_days: int = 90
-    disk_budget_mb: int = 2048
+    # archive one OK image in N, 0 = none (every NOK image is archived)
+    ok_sample_every: int = num(50, 0, 1_000_000)
+    retention_days: int = num(90, 1, 36500)
+    disk_budget_mb: int = num(2048, 1, 100_000_000)
     shift_hours: list[int] = field(default_factory=lambda: [6, 14, 22])  # shift start hours
-    spool_mb: float = 64.0  # durable overflow for results the database cannot take right now
+    # durable overflow for results the database cannot take right now
+    spool_mb: float = num(64.0, 0, 1_000_000)
 
 
 @dataclass(frozen=True)
 class DriftConfig:
-    window: int = 200  # recent OK scores compared with the model's calibration scores
-    min_samples: int = 50
-    ks_warning: float = 0.2
-    ks_critical: float = 0.35
-    p_value: float = 0.01  # a KS statistic only counts when its p-value is below this
-    mean_shift_warning: float = 1.0  # in baseline standard deviations
-    mean_shift_critical: float = 2.0
+    # recent OK scores compared with the model's calibration scores
+    window: int = num(200, 10, 1_000_000)
+    min_samples: int = num(50, 2, 1_000_000)
+    ks_warning: float = num(0.2, 0, 1, above=True)
+    ks_critical: float = num(0.35, 0, 1, above=True)
+    # a KS statistic only counts when its p-value is below this
+    p_value: float = num(0.01, 0, 1, above=True)
+    mean_shift_warning: float = num(1.0, 0, 100, above=True)  # in baseline standard deviations
+    mean_shift_critical: float = num(2.0, 0, 100, above=True)
 
 
 @dataclass(frozen=True)
 class GuiConfig:
     theme: str = "dark"  # dark | light
     kiosk: bool = False
-    display_hz: float = 15.0
-    overlay_opacity: float = 0.45
+    display_hz: float = num(15.0, 0, 120, above=True)
+    overlay_opacity: float = num(0.45, 0, 1)
 
 
 @dataclass(frozen=True)
 class AccessConfig:
     operator_pin: bool = False  # false: the touchscreen's default user is the operator, no PIN
-    idle_logout_s: float = 120.0  # back to the operator and the home page after this long idle
-    max_tries: int = 5  # wrong PINs in a row before a lockout
-    lockout_s: float = 30.0  # the first lockout; each further one doubles (at most an hour)
-    min_pin_digits: int = 4
+    # back to the operator and the home page after this long idle
+    idle_logout_s: float = num(120.0, 10, 86400)
+    max_tries: int = num(5, 1, 100)  # wrong PINs in a row before a lockout
+    # the first lockout; each further one doubles (at most an hour)
+    lockout_s: float = num(30.0, 0, 86400, above=True)
+    min_pin_digits: int = num(4, 4, 12)
 
 
 @dataclass(frozen=True)
@@ -132,7 +182,7 @@ class ReportsConfig:
     station_name: str = ""  # on every report; empty = the computer's name
     auto: bool = True  # write the report of each shift into `folder` when the shift ends
     folder: str = "reports"  # relative to the data directory, or an absolute path
-    gallery: int = 12  # highest-scoring NOK parts shown with their overlays
+    gallery: int = num(12, 0, 100)  # highest-scoring NOK parts shown with their overlays
 
 
 @dataclass(frozen=True)
@@ -283,38 +333,66 @@ def validate(cfg: StationConfig) -> None:
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"{cfg.origin or '<config>'}: {key}: {why}")
 
+    for key, value, rng in _numbers(cfg, ""):
+        if not rng.holds(value):
+            raise bad(key, f"{value!r} is out of range: must be {rng.text()}")
+    if cfg.model.backbone not in BACKBONE_NAMES:
+        raise bad(
+            "model.backbone",
+            f"'{cfg.model.backbone}' is not a known backbone: {', '.join(BACKBONE_NAMES)}",
+        )
+    if not cfg.records.shift_hours:
+        raise bad("records.shift_hours", "needs at least one shift start hour")
+    for i, hour in enumerate(cfg.records.shift_hours):
+        if not 0 <= hour <= 23:
+            raise bad(f"records.shift_hours[{i}]", f"{hour} is not an hour of the day (0 to 23)")
+    if len(set(cfg.records.shift_hours)) != len(cfg.records.shift_hours):
+        raise bad("records.shift_hours", "names an hour twice")
+    if cfg.drift.min_samples > cfg.drift.window:
+        raise bad("drift.min_samples", f"must be at most drift.window ({cfg.drift.window})")
+    if cfg.drift.ks_critical < cfg.drift.ks_warning:
+        raise bad("drift.ks_critical", "must be at least drift.ks_warning")
+    if cfg.drift.mean_shift_critical < cfg.drift.mean_shift_warning:
+        raise bad("drift.mean_shift_critical", "must be at least drift.mean_shift_warning")
+
     if cfg.camera.source not in ("replay", "genicam", "uvc"):
         raise bad("camera.source", f"'{cfg.camera.source}' is not one of replay, genicam, uvc")
     if cfg.camera.genicam.trigger not in ("off", "software"):
         raise bad("camera.genicam.trigger", "must be 'off' or 'software'")
     if cfg.model.runtime not in ("torch", "onnx", "tensorrt"):
         raise bad("model.runtime", f"'{cfg.model.runtime}' is not one of torch, onnx, tensorrt")
-    if not 0.0 < cfg.model.coreset_ratio <= 1.0:
-        raise bad("model.coreset_ratio", "must be in (0, 1]")
-    if not 0.0 <= cfg.model.score_top < 1.0:
-        raise bad("model.score_top", "must be in [0, 1): a share of the patches, 0 = the max")
     if cfg.model.image_size < 32 or cfg.model.image_size % 16:
         raise bad("model.image_size", "must be a multiple of 16 and at least 32")
-    if cfg.model.scale < 0:
-        raise bad("model.scale", "must be 0 (fit the part to image_size) or a positive scale")
-    if cfg.model.max_tiles < 0:
-        raise bad("model.max_tiles", "must be 0 (no cap) or a positive number of windows")
-    if cfg.inspection.queue_size < 1:
-        raise bad("inspection.queue_size", "must be at least 1")
-    if not 0.0 <= cfg.inspection.target_fnr < 1.0:
-        raise bad("inspection.target_fnr", "must be in [0, 1)")
     if cfg.gui.theme not in ("dark", "light"):
         raise bad("gui.theme", "must be 'dark' or 'light'")
-    if cfg.records.spool_mb < 0:
-        raise bad("records.spool_mb", "must be 0 (no spool) or a positive size in MB")
-    if cfg.access.idle_logout_s < 10:
-        raise bad("access.idle_logout_s", "must be at least 10 seconds")
-    if cfg.access.max_tries < 1:
-        raise bad("access.max_tries", "must be at least 1")
-    if cfg.access.lockout_s <= 0:
-        raise bad("access.lockout_s", "must be a positive number of seconds")
-    if not 4 <= cfg.access.min_pin_digits <= 12:
-        raise bad("access.min_pin_digits", "must be between 4 and 12")
+
+
+def _numbers(section: Any, prefix: str) -> typing.Iterator[tuple[str, float, Range]]:
+    """(key, value, range) of every numeric setting with a range, sections walked in order."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from _numbers(value, key + ".")
+        elif "range" in f.metadata and not isinstance(value, bool):
+            yield key, value, f.metadata["range"]
+
+
+def unranged_numbers(section: Any = None, prefix: str = "") -> list[str]:
+    """Numeric settings without a declared range (a test keeps this empty)."""
+    section = StationConfig() if section is None else section
+    out = []
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            out += unranged_numbers(value, f"{prefix}{f.name}.")
+        elif (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and "range" not in f.metadata
+        ):
+            out.append(f"{prefix}{f.name}")
+    return out
 
 
 def data_dir(cfg: StationConfig, override: str | None = None) -> Path:

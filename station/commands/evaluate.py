@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from station.config import load_config
+from station.core.errors import StationError
 from station.inspect.evaluation import evaluate, test_items
 from station.model.patchcore import PatchCore
 
@@ -34,12 +35,20 @@ def _fmt(x: float) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    if not 0.0 <= args.target_fnr < 1.0:
+        raise StationError(f"--target-fnr {args.target_fnr:g} must be in [0, 1), e.g. 0.005")
     cfg = load_config(args.config)
     model = PatchCore.load(args.model, args.runtime or cfg.model.runtime, threads=cfg.model.threads)
     n = len(test_items(args.data))
     with tqdm(total=n, desc="evaluate", unit="img", disable=args.quiet) as bar:
         report = evaluate(model, args.data, args.target_fnr, progress=bar.update)
     print(f"model {args.model} on {args.data}: {report.n_good} good, {report.n_defect} defective")
+    if report.unmasked_defects:
+        print(
+            f"  warning: {len(report.unmasked_defects)} defective images have no mask or an "
+            f"empty one (first: {report.unmasked_defects[0]}); they count in the image metrics "
+            "and are kept out of the pixel metrics"
+        )
     print(
         f"  image AUROC {_fmt(report.image_auroc)}  pixel AUROC {_fmt(report.pixel_auroc)}  "
         f"AUPRO(0.3) {_fmt(report.aupro)}\n"

@@ -70,6 +70,9 @@ class EvaluationReport:
     # magnetic_tile 'uneven', 71 % of its defect pixels) can set it on its own.
     per_type_pixel: dict[str, float] = field(default_factory=dict)
     defect_pixel_share: dict[str, float] = field(default_factory=dict)
+    # Defective images without a mask, or with an empty one: in the image metrics, kept out of
+    # the pixel metrics (counted there they would be defect-free parts full of "false" alarms).
+    unmasked_defects: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,26 +96,35 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
 ) -> EvaluationReport:
     """Score every test image and compute the metrics and the FNR-target threshold."""
+    if not 0.0 <= target_fnr < 1.0:
+        raise StationError(f"target miss rate {target_fnr:g} must be in [0, 1), e.g. 0.005")
     items = test_items(data)
-    scores, maps, masks, kinds = [], [], [], []
+    scores, kinds_all = [], []
+    maps, masks, kinds = [], [], []  # images with a usable ground truth: the pixel metrics
+    unmasked = []
     for item in items:
         image = read_image(item.path)
         pred = model.predict(image)
         scores.append(pred.score)
-        maps.append(pred.anomaly_map)
-        masks.append(_read_mask(item, pred.anomaly_map.shape))
-        kinds.append(item.defect_type)
+        kinds_all.append(item.defect_type)
+        mask = _read_mask(item, pred.anomaly_map.shape)
+        if item.defect_type != "good" and not mask.any():
+            unmasked.append(str(item.path))
+        else:
+            maps.append(pred.anomaly_map)
+            masks.append(mask)
+            kinds.append(item.defect_type)
         if progress:
             progress(1)
     s = np.asarray(scores)
-    k = np.asarray(kinds)
+    k = np.asarray(kinds_all)
     is_defect = k != "good"
     per_type = {
         t: auroc(
             np.r_[s[k == "good"], s[k == t]],
             np.r_[np.zeros((k == "good").sum()), np.ones((k == t).sum())],
         )
-        for t in sorted(set(kinds) - {"good"})
+        for t in sorted(set(kinds_all) - {"good"})
     }
     per_type_pixel, share = per_type_pixel_auroc(maps, masks, kinds)
     if is_defect.any():
@@ -136,4 +148,5 @@ def evaluate(
         pixel_auroc_good=pixel_auroc_against_good(maps, masks),
         per_type_pixel=per_type_pixel,
         defect_pixel_share=share,
+        unmasked_defects=unmasked,
     )

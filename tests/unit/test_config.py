@@ -39,9 +39,9 @@ def test_unknown_key_names_file_key_and_suggestion(tmp_path: Path):
     [
         ("image_size = 'big'", r"model.image_size: expected an integer"),
         ("runtime = 'cuda'", r"model.runtime: 'cuda' is not one of"),
-        ("score_top = 5", r"model.score_top: must be in \[0, 1\)"),
-        ("scale = -1.0", r"model.scale: must be 0 .* or a positive scale"),
-        ("max_tiles = -2", r"model.max_tiles: must be 0 \(no cap\)"),
+        ("score_top = 5", r"model.score_top: 5.0 is out of range: must be at least 0 and at most"),
+        ("scale = -1.0", r"model.scale: -1.0 is out of range: must be at least 0"),
+        ("max_tiles = -2", r"model.max_tiles: -2 is out of range: must be at least 0"),
     ],
 )
 def test_wrong_type_and_value(tmp_path: Path, line: str, message: str):
@@ -77,3 +77,47 @@ def test_product_configs_name_their_camera():
     for name in ("deeppcb.toml", "magnetic_tile.toml"):
         cfg = load_config(root / name)
         assert cfg.camera.source == "replay" and cfg.camera.replay.path.endswith("/test"), name
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "key", "expect"),
+    [
+        ("camera.replay", "fps = -5", "camera.replay.fps", "at least 0"),
+        ("records", "ok_sample_every = -3", "records.ok_sample_every", "at least 0"),
+        ("records", "retention_days = -1", "records.retention_days", "at least 1"),
+        ("records", "disk_budget_mb = -100", "records.disk_budget_mb", "at least 1"),
+        ("records", "shift_hours = [25, -3]", "records.shift_hours[0]", "0 to 23"),
+        ("camera.genicam", "timeout_s = -1", "camera.genicam.timeout_s", "above 0"),
+        ("camera.genicam", "buffers = -4", "camera.genicam.buffers", "at least 1"),
+        ("drift", "window = -10", "drift.window", "at least 10"),
+        ("gui", "overlay_opacity = 7.0", "gui.overlay_opacity", "at most 1"),
+        ("model", "threads = -2", "model.threads", "at least 0"),
+        ("model", 'backbone = "nonexistent"', "model.backbone", "efficientnet_lite0"),
+        ("records", "shift_hours = []", "records.shift_hours", "at least one"),
+        ("drift", "min_samples = 500", "drift.min_samples", "at most drift.window"),
+    ],
+)
+def test_out_of_range_values_name_file_key_and_range(
+    tmp_path: Path, section: str, line: str, key: str, expect: str
+):
+    f = tmp_path / "line7.toml"
+    f.write_text(f"[{section}]\n{line}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    msg = str(e.value)
+    assert "line7.toml" in msg and f"{key}:" in msg and expect in msg, msg
+
+
+def test_every_number_has_a_range_and_the_backbones_match_the_model():
+    from station.config import BACKBONE_NAMES, unranged_numbers
+    from station.model.backbones import BACKBONES
+
+    assert unranged_numbers() == []
+    assert sorted(BACKBONE_NAMES) == sorted(BACKBONES)
+
+
+def test_a_recipe_is_checked_against_the_ranges_too():
+    from station.config import with_overlay
+
+    with pytest.raises(ConfigError, match=r"recipe.json: model.max_bank: 0 is out of range"):
+        with_overlay(load_config(), {"model": {"max_bank": 0}}, "recipe.json")
