@@ -88,6 +88,9 @@ class UVCConfig:
 @dataclass(frozen=True)
 class CameraConfig:
     source: str = "replay"  # replay | genicam | uvc
+    # Frames above this many megapixels are refused before they are decoded, inspected or
+    # archived (an 8000x8000 image would take gigabytes on its way through the line).
+    max_megapixels: float = num(40.0, 0.01, 1000)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     genicam: GenICamConfig = field(default_factory=GenICamConfig)
     uvc: UVCConfig = field(default_factory=UVCConfig)
@@ -122,6 +125,12 @@ class ModelConfig:
     score_top: float = num(0.01, 0, 0.999)
     blur_sigma: float = num(4.0, 0, 64)  # Gaussian smoothing of the anomaly map, in input pixels
     runtime: str = "onnx"  # torch | onnx | tensorrt
+    # Signed models (station.model.signing): the key new versions are signed with (a plant's
+    # PEM file; empty = this station's own key), the folder of trusted public keys (empty =
+    # <data>/trust), and whether unsigned models run (an admin's choice, never a recipe's).
+    signing_key: str = ""
+    trust_dir: str = ""
+    allow_unsigned: bool = False
     threads: int = num(0, 0, 256)  # intra-op threads for torch / onnxruntime; 0 = all cores
     seed: int = num(0, 0, 2**32 - 1)
 
@@ -142,6 +151,10 @@ class RecordsConfig:
     disk_budget_mb: int = num(2048, 1, 100_000_000)
     shift_hours: list[int] = field(default_factory=lambda: [6, 14, 22])  # shift start hours
     # durable overflow for results the database cannot take right now
+    # When results cannot be recorded (the database not writable, the spool full): "stop" the
+    # line in the failed state (a headless run exits non-zero), or "keep" inspecting with an
+    # alarm that counts the results at risk.
+    on_failure: str = "stop"
     spool_mb: float = num(64.0, 0, 1_000_000)
 
 
@@ -271,7 +284,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 # Paths a config file names, resolved against that file's folder: a product config beside its
 # data (configs/deeppcb.toml -> ../shared/data/deeppcb/test) works from any working directory.
-_FILE_PATHS = (("camera", "replay", "path"), ("model", "weights"))
+_FILE_PATHS = (
+    ("camera", "replay", "path"),
+    ("model", "weights"),
+    ("model", "signing_key"),
+    ("model", "trust_dir"),
+)
+# Station settings a product's recipe may not change: who is trusted is not a product's choice.
+STATION_ONLY = (("model", "signing_key"), ("model", "trust_dir"), ("model", "allow_unsigned"))
 
 
 def _resolve_paths(table: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -318,6 +338,12 @@ def to_table(cfg: StationConfig) -> dict[str, Any]:
 
 def with_overlay(cfg: StationConfig, overlay: dict[str, Any], origin: str) -> StationConfig:
     """`cfg` with the keys of `overlay` (a product's recipe) on top, checked like a file."""
+    for section, key in STATION_ONLY:
+        if key in (overlay.get(section) or {}):
+            raise ConfigError(
+                f"{origin}: {section}.{key}: a station setting (the station's config file, an "
+                "admin's), not a product's"
+            )
     try:
         merged = _build(StationConfig, _merge(to_table(cfg), overlay), "")
     except ConfigError as exc:
@@ -363,6 +389,8 @@ def validate(cfg: StationConfig) -> None:
         raise bad("model.runtime", f"'{cfg.model.runtime}' is not one of torch, onnx, tensorrt")
     if cfg.model.image_size < 32 or cfg.model.image_size % 16:
         raise bad("model.image_size", "must be a multiple of 16 and at least 32")
+    if cfg.records.on_failure not in ("stop", "keep"):
+        raise bad("records.on_failure", f"'{cfg.records.on_failure}' is not 'stop' or 'keep'")
     if cfg.gui.theme not in ("dark", "light"):
         raise bad("gui.theme", "must be 'dark' or 'light'")
 

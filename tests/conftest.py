@@ -8,7 +8,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ import pytest
 if TYPE_CHECKING:
     from station.config import ModelConfig
     from station.model.patchcore import PatchCore
+    from station.model.signing import Signer
 
 # Small on purpose: a whole session pays for these once, and they only need to look like a product.
 DEMO_TRAIN, DEMO_TEST_GOOD, DEMO_PER_DEFECT = 40, 10, 5
@@ -44,15 +45,48 @@ def demo_model_config() -> ModelConfig:
 
 
 @pytest.fixture(scope="session")
+def plant_key(tmp_path_factory: pytest.TempPathFactory) -> Signer:
+    """The test session's plant key: it signs the session's models, built once and copied into
+    many data directories; each of those trusts it (`trust_plant_key`)."""
+    from station.model.signing import Signer, station_signer
+
+    root = tmp_path_factory.mktemp("plant")
+    station_signer(root)  # a real key file, made as a station makes its own
+    return Signer.from_file(root / "keys" / "station_ed25519.pem")
+
+
+@pytest.fixture(scope="session")
+def trust_plant_key(plant_key: Signer) -> Callable[[Path], Path]:
+    """Put the plant key's public half into a data directory's trust folder (as the person who
+    deploys a plant's models does); returns the data directory."""
+    from station.model.signing import TRUST_DIR, public_pem
+
+    def trust(data: Path) -> Path:
+        folder = Path(data) / TRUST_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "plant.pub").write_bytes(public_pem(plant_key.key.public_key()))
+        return Path(data)
+
+    return trust
+
+
+@pytest.fixture(scope="session")
 def demo_model(
-    demo_product: Path, demo_model_config: ModelConfig, tmp_path_factory: pytest.TempPathFactory
+    demo_product: Path,
+    demo_model_config: ModelConfig,
+    plant_key: Signer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
-    """A model artifact fitted on the demo product's train/good: .../models/demo/v0001."""
+    """A model artifact fitted on the demo product's train/good: .../models/demo/v0001, signed
+    with the session's plant key."""
     from station.model.patchcore import training_images
     from station.model.training import fit
 
     out = tmp_path_factory.mktemp("models") / "demo" / "v0001"
-    fit(training_images(demo_product), demo_model_config, out, product="demo", progress=False)
+    fit(
+        training_images(demo_product), demo_model_config, out, product="demo", progress=False,
+        signer=plant_key,
+    )  # fmt: skip
     return out
 
 

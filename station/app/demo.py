@@ -106,7 +106,7 @@ def build_demo_model(
     images = training_images(product_root)
     out = store.next_version_dir(DEMO_PRODUCT)
     log.info("building the demo model from %d images of %s into %s", len(images), product_root, out)
-    report = fit(images, cfg, out, product=DEMO_PRODUCT, progress=False)
+    report = fit(images, cfg, out, product=DEMO_PRODUCT, progress=False, signer=store.signer())
     # Pinned at once: a version written later must be activated to go live, never by being newest.
     store.set_current(DEMO_PRODUCT, out.name, by="first start")
     emit(

@@ -14,6 +14,7 @@ from station.config import StationConfig
 from station.core.result import StationEvent
 from station.model.artifact import ModelStore
 from station.model.patchcore import PatchCore
+from station.model.signing import Trust
 
 
 def uses_demo_replay(cfg: StationConfig) -> bool:
@@ -24,15 +25,23 @@ def uses_demo_replay(cfg: StationConfig) -> bool:
 class ProductModels:
     """`ModelSource` over `store` for `product`, loaded with the configured runtime."""
 
-    def __init__(self, cfg: StationConfig, data_dir: Path, store: ModelStore, product: str) -> None:
+    def __init__(
+        self,
+        cfg: StationConfig,
+        data_dir: Path,
+        store: ModelStore,
+        product: str,
+        trust: Callable[[], Trust] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.data_dir = Path(data_dir)
         self.store = store
         self.product = product
+        self.trust = trust  # read at each load: a key put into the trust folder counts at once
 
     def prepare(self, report: Callable[[str], None], emit: Callable[[StationEvent], None]) -> None:
         """First start of the demo: write the demo product and fit its model if missing."""
-        demo_model = self.product == DEMO_PRODUCT and self.store.current(DEMO_PRODUCT) is None
+        demo_model = self.product == DEMO_PRODUCT and not self.store.versions(DEMO_PRODUCT)
         if not (demo_model or uses_demo_replay(self.cfg)):
             return
         if demo_model:
@@ -47,7 +56,12 @@ class ProductModels:
 
     def load(self, path: Path) -> PatchCore:
         """Load with the configured runtime and threads."""
-        return PatchCore.load(path, self.cfg.model.runtime, threads=self.cfg.model.threads)
+        return PatchCore.load(
+            path,
+            self.cfg.model.runtime,
+            threads=self.cfg.model.threads,
+            trust=self.trust() if self.trust is not None else None,
+        )
 
     def release(self, model: PatchCore) -> None:
         """Close a model the line no longer runs."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from station.config import StationConfig, with_overlay
 from station.core.errors import StationError
 from station.core.files import fsync_dir, write_atomic
 from station.model.artifact import PRODUCT_NAME, ModelStore, check_product_name, creator, now_iso
+from station.model.signing import Signer
 
 PRODUCTS_DIR = "products"
 RECIPE = "recipe.json"
@@ -48,10 +50,10 @@ class Product:
 class ProductStore:
     """The products of one data directory."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, signer: Callable[[], Signer] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.root = self.data_dir / PRODUCTS_DIR
-        self.models = ModelStore(self.data_dir / "models")
+        self.models = ModelStore(self.data_dir / "models", signer)
 
     def folder(self, name: str) -> Path:
         return self.root / check_product_name(name)

@@ -28,7 +28,7 @@ from station.camera.base import Camera
 from station.core.errors import CameraError, StationError
 from station.core.files import write_atomic
 from station.core.imageio import list_images, read_image
-from station.core.result import Frame
+from station.core.result import BadFrame, Frame
 from station.core.worker import Worker
 from station.inspect.camera_check import CameraCheck, CameraReport, check_frame, gray_unit
 from station.inspect.decision import threshold_for_fnr
@@ -188,6 +188,9 @@ class SetupCamera(Worker):
         except CameraError as exc:
             self.problem = f"camera lost: {exc}"
             return False
+        if isinstance(frame, BadFrame):
+            log.warning("camera check: frame refused: %s", frame.reason)
+            return True
         report = self.check.add(frame)
         with self._lock:
             self._latest = (frame, report)
@@ -527,7 +530,7 @@ class SetupSession:
             return fit(
                 images, cfg.model, out, product=self.product, progress=False,
                 on_progress=progress, cancel=cancel, holdout=HOLDOUT, score_training=True,
-                created_by=f"{self.session.user} (setup)",
+                created_by=f"{self.session.user} (setup)", signer=self.app.store.signer(),
             )  # fmt: skip
 
         self.state.build = BuildJob(run)

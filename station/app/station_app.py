@@ -62,10 +62,20 @@ from station.model.artifact import (
     load_artifact,
     now_iso,
     read_manifest,
+    sign_artifact,
     write_artifact,
 )
+from station.model.signing import Trust, station_signer, trust_folder
 from station.records.audit import AuditRow, AuditTrail, Verification
-from station.records.db import Database, EventRow, InspectionRow, TimeArg, db_path
+from station.records.db import (
+    Database,
+    EventRow,
+    InspectionRow,
+    TimeArg,
+    db_path,
+    set_aside_if_damaged,
+    writable,
+)
 from station.records.dispositions import (
     ON_REJECTS,
     Disposition,
@@ -132,17 +142,26 @@ class StationApp:
         """
         self.cfg = cfg
         self.data_dir = Path(data_dir)
-        self.products = ProductStore(self.data_dir)
+        self.products = ProductStore(
+            self.data_dir,
+            signer=lambda: station_signer(
+                self.data_dir, cfg.model.signing_key, cfg.model.trust_dir
+            ),
+        )
         self.store = self.products.models
         # The product the line runs: the one it was last switched to (a person's audited
         # choice), else the config's.
         self.product = check_product_name(self.products.active() or cfg.model.product)
         self.line_cfg = self.products.config(self.product, cfg)
-        self.recorder = Recorder(self.data_dir, cfg.records, on_failure=self._recorder_failed)
+        self.recorder = Recorder(
+            self.data_dir, cfg.records, on_failure=self._recorder_failed, on_lost=self._lost
+        )
         source: ModelSource = (
             FixedModel(model)
             if model is not None
-            else ProductModels(self.line_cfg, self.data_dir, self.store, self.product)
+            else ProductModels(
+                self.line_cfg, self.data_dir, self.store, self.product, trust=self.trust
+            )
         )
         self._fixed_camera = camera is not None
         self.line = Line(
@@ -163,6 +182,7 @@ class StationApp:
         self._access: Access | None = None
         self._open_lock = threading.Lock()
         self._recorder_alarm: str | None = None
+        self._db_aside: str | None = None  # the damaged database moved aside at this start
         self._disk_free: tuple[float, float | None] = (0.0, None)
         self.reporter: ShiftReporter | None = None
 
@@ -171,6 +191,48 @@ class StationApp:
     def db_file(self) -> Path:
         """The records database's file (it may not exist yet)."""
         return db_path(self.data_dir)
+
+    def _lost(self, reason: str, lost: int) -> None:
+        # The recorder's lock is held: Line.fail only flags and stops in the background.
+        if self.cfg.records.on_failure == "stop":
+            self.line.fail(
+                f"results are not being recorded ({reason}; {lost} lost): the line stops "
+                "(records.on_failure = stop)"
+            )
+
+    def _records_refused(self) -> str | None:
+        """With `records.on_failure = "stop"`: why the line must not run (records that cannot
+        be written), else None. With "keep" the line runs and the recorder's alarm counts."""
+        try:
+            why = writable(self.db().path)
+        except StorageError as exc:
+            why = str(exc)
+        if why is None:
+            return None
+        message = f"records database {db_path(self.data_dir)} cannot be written: {why}"
+        if self.cfg.records.on_failure == "keep":
+            log.error("%s; inspecting anyway (records.on_failure = keep)", message)
+            self._recorder_alarm = f"{message}: results go to the spool or are counted as lost"
+            return None
+        return (
+            f"{message}. The station does not inspect parts it cannot record "
+            "(records.on_failure = keep would inspect anyway, with an alarm)"
+        )
+
+    def _check_database(self) -> None:
+        """Never write into a damaged database: one that fails its check is moved aside and a
+        new one started, with an alarm for the whole run (the station holds the lock here)."""
+        with self._open_lock:
+            if self._db is not None:  # opened before the start: let go of it for the check
+                self._db.close()
+                self._db, self._access = None, None
+        aside = set_aside_if_damaged(db_path(self.data_dir))
+        if aside is not None:
+            where, why = aside
+            self._db_aside = (
+                f"records database was damaged ({why}): moved to {where.name}, a new one was "
+                "started; users and the audit trail start empty, restore them from a backup"
+            )
 
     def db(self) -> Database:
         """The app's own connection to the records (users, audit, queries)."""
@@ -243,15 +305,23 @@ class StationApp:
         self._lock.acquire()
         try:
             remove_stale_temporaries(self.data_dir)
+            self._check_database()
             try:
                 moved = self.recorder.recover_spool()
                 if moved:
                     log.warning("moved %d results from the records spool into the database", moved)
             except StorageError as exc:  # the writer thread will fail the same way, visibly
                 log.error("records spool not recovered: %s", exc)
+            refused = self._records_refused()
             self._started = True
             self.recorder.start()
             self.line.start()
+            if refused is not None:
+                self.line.fail(refused)
+            if self._db_aside is not None:
+                self.record_event(
+                    StationEvent(kind="storage", message=self._db_aside, data={"alarm": True})
+                )
             if self.cfg.reports.auto:
                 self.reporter = ShiftReporter(
                     self._auto_report, self._shift_has_parts,
@@ -387,7 +457,7 @@ class StationApp:
                     latency_p95_ms=counters.latency_p95_ms,
                 )
             log.debug("shift counters unavailable: %s", exc)
-        alarms = tuple(a for a in (self._recorder_alarm, rec.alarm) if a)
+        alarms = tuple(a for a in (self._db_aside, self._recorder_alarm, rec.alarm) if a)
         return dataclasses.replace(
             st, counters=counters, alarms=st.alarms + alarms, disk_free_mb=self._disk_free_mb()
         )
@@ -688,6 +758,7 @@ class StationApp:
         out = self.store.derive(
             product,
             base,
+            trust=self.trust(),
             threshold=float(value),
             check_threshold=None if check is None else float(check),
             threshold_source=f"set by {session.user}" + (f": {reason}" if reason else ""),
@@ -726,7 +797,9 @@ class StationApp:
         base = self.store.current(product)
         if base is None:
             raise StationError(f"product '{product}' has no model to set a limit on")
-        model = PatchCore.load(base, self.cfg.model.runtime, threads=self.cfg.model.threads)
+        model = PatchCore.load(
+            base, self.cfg.model.runtime, threads=self.cfg.model.threads, trust=self.trust()
+        )
         try:
             report = evaluate(model, Path(data), target_fnr)
         finally:
@@ -739,6 +812,27 @@ class StationApp:
             session, report.threshold, product=product, check=check, reason=why
         )
         return version, report
+
+    def trust(self) -> Trust:
+        """The keys whose models the line runs: the trust folder as it is now (from the
+        station's config, never a recipe's)."""
+        return Trust.load(
+            trust_folder(self.data_dir, self.cfg.model.trust_dir),
+            allow_unsigned=self.cfg.model.allow_unsigned,
+        )
+
+    def sign_model(self, session: Session, product: str, version: str) -> str:
+        """Sign an intact version with this station's key (or the plant key): for versions
+        made before signing, or brought from elsewhere and checked (admin; audited)."""
+        product = check_product_name(product)
+        self.authorize(session, Action.SETTINGS, f"{product}/{version}")
+        if version not in self.store.versions(product):
+            raise StationError(f"product '{product}' has no model version {version}")
+        signer = self.store.signer()
+        assert signer is not None
+        kid = sign_artifact(self.store.product_dir(product) / version, signer)
+        self.access.record(session, "model_sign", object=f"{product}/{version}", after=kid)
+        return kid
 
     def activate_model(
         self, session: Session, version: str, *, product: str | None = None, reason: str = ""
@@ -840,7 +934,9 @@ class StationApp:
             self.products.set_active(product)
             self.product, old_camera, self.line_cfg = product, self.line_cfg.camera, cfg
             self.line.part_ids = PartIds(product, self._last_part_sequence)
-            self.line.switch_models(ProductModels(cfg, self.data_dir, self.store, product))
+            self.line.switch_models(
+                ProductModels(cfg, self.data_dir, self.store, product, trust=self.trust)
+            )
             if cfg.camera != old_camera and not self._fixed_camera:
                 self.line.replace_camera(self.camera)
 
@@ -874,7 +970,7 @@ class StationApp:
         self.authorize(session, Action.THRESHOLD, product)
         if not math.isfinite(threshold) or threshold <= 0:
             raise StationError(f"a reject limit must be a positive number, not {threshold}")
-        artifact = load_artifact(candidate)
+        artifact = load_artifact(candidate, self.trust())
         self.store.pin_current(product)
         out = self.store.next_version_dir(product)
         manifest = dataclasses.replace(
@@ -890,7 +986,7 @@ class StationApp:
             created_at=now_iso(),
             files={},
         )
-        write_artifact(out, manifest, artifact.bank, artifact.onnx_path)
+        write_artifact(out, manifest, artifact.bank, artifact.onnx_path, self.store.signer())
         self.access.record(
             session,
             "model_save",
@@ -921,7 +1017,7 @@ class StationApp:
         cfg = model_cfg or self.products.config(product, self.cfg).model
         report = fit(
             images, cfg, out, product=product, progress=progress,
-            created_by=f"{session.user} ({session.via})",
+            created_by=f"{session.user} ({session.via})", signer=self.store.signer(),
         )  # fmt: skip
         self.access.record(
             session, "model_fit", object=f"{product}/{out.name}",
@@ -946,7 +1042,8 @@ class StationApp:
         out = self.store.next_version_dir(product)
         report = update_bank(
             src, images, self.products.config(product, self.cfg).model, out,
-            created_by=f"{session.user} ({session.via})",
+            created_by=f"{session.user} ({session.via})", signer=self.store.signer(),
+            trust=self.trust(),
         )  # fmt: skip
         self.access.record(
             session, "model_update_bank", object=f"{product}/{out.name}", before=src.name,

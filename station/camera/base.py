@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from station.core.errors import CameraError
-from station.core.result import Frame
+from station.core.result import BadFrame, Frame
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self is 3.11+; JetPack 6 has 3.10
@@ -61,8 +61,10 @@ class Camera(Protocol):
     def close(self) -> None:
         """Release the device; safe to call twice and after a loss."""
 
-    def frames(self) -> Iterator[Frame]:
-        """Yield frames until closed or exhausted; raises CameraError on loss or timeout."""
+    def frames(self) -> Iterator[Frame | BadFrame]:
+        """Yield frames until closed or exhausted; raises CameraError on loss or timeout. A
+        frame that cannot be delivered (unreadable, over the size limit) comes as a BadFrame
+        with the reason, for the line to count and record."""
 
     def info(self) -> CameraInfo:
         """Describe the opened camera."""

@@ -36,5 +36,5 @@ def open_camera(
             raise CameraError(
                 "camera.replay.path is empty: name a folder or video of parts to replay"
             )
-        return ReplayCamera.from_config(cfg.replay, path)
+        return ReplayCamera.from_config(cfg.replay, path, max_megapixels=cfg.max_megapixels)
     raise CameraError(f"camera.source: '{cfg.source}' is not one of replay, genicam, uvc")

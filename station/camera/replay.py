@@ -16,7 +16,7 @@ from station.camera.base import CameraContext, CameraInfo
 from station.config import ReplayConfig
 from station.core.errors import CameraError, ImageError
 from station.core.imageio import IMAGE_SUFFIXES, read_image, to_engine_image
-from station.core.result import Frame
+from station.core.result import BadFrame, Frame
 
 __all__ = ["VIDEO_SUFFIXES", "ReplayCamera", "scan_folder"]
 
@@ -95,12 +95,17 @@ class ReplayCamera(CameraContext):
         self._video_pos = 0
         self._frame_id = 0
         self._next_due: float | None = None
-        self.skipped = 0  # unreadable files passed over, for the operator's log
+        self.skipped = 0  # unreadable files passed over (each also given as a BadFrame)
+        self.max_megapixels: float | None = 40.0  # bigger files are refused before decoding
 
     @classmethod
-    def from_config(cls, cfg: ReplayConfig, path: str | Path | None = None) -> ReplayCamera:
+    def from_config(
+        cls, cfg: ReplayConfig, path: str | Path | None = None, *, max_megapixels: float = 40.0
+    ) -> ReplayCamera:
         """Build from `[camera.replay]`; `path` overrides `cfg.path` (e.g. the demo product)."""
-        return cls(path or cfg.path, loop=cfg.loop, fps=cfg.fps, shuffle=cfg.shuffle)
+        camera = cls(path or cfg.path, loop=cfg.loop, fps=cfg.fps, shuffle=cfg.shuffle)
+        camera.max_megapixels = max_megapixels
+        return camera
 
     # -- Camera protocol -------------------------------------------------------------------
     def open(self) -> None:
@@ -132,7 +137,7 @@ class ReplayCamera(CameraContext):
         """Stop delivering; a frames() iterator blocked in its pacing wait returns at once."""
         self._closed.set()
 
-    def frames(self) -> Generator[Frame, None, None]:
+    def frames(self) -> Generator[Frame | BadFrame, None, None]:
         """Yield frames until closed or (without loop) exhausted; CameraError if the source goes."""
         self.open()
         if self._layout == "video":
@@ -188,7 +193,7 @@ class ReplayCamera(CameraContext):
         self._cursor = 0
         return True
 
-    def _file_frames(self) -> Iterator[Frame]:
+    def _file_frames(self) -> Iterator[Frame | BadFrame]:
         unreadable_in_a_row = 0
         while self._next_pass():
             path, label = self._order[self._cursor]
@@ -196,7 +201,7 @@ class ReplayCamera(CameraContext):
                 return
             self._cursor += 1
             try:
-                image = read_image(path)
+                image = read_image(path, self.max_megapixels)
             except ImageError as exc:
                 if not self.path.is_dir():
                     raise self._lost("the folder is gone (renamed, deleted or unmounted)") from None
@@ -206,6 +211,7 @@ class ReplayCamera(CameraContext):
                 log.warning("replay: skipping unreadable image: %s", exc)
                 if unreadable_in_a_row >= len(self._order):
                     raise self._lost(f"none of its {len(self._order)} images can be read") from None
+                yield BadFrame(str(exc), f"replay:{self.path}", str(path))
                 continue
             unreadable_in_a_row = 0
             frame = Frame(

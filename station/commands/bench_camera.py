@@ -14,6 +14,7 @@ import numpy as np
 from station.commands.grab import add_camera_options, camera_config
 from station.config import data_dir
 from station.core.errors import CameraError, ConfigError
+from station.core.result import BadFrame
 
 
 def register(subparsers: Any) -> None:
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     next_ms: list[float] = []  # time the consumer waited in next(), for sources without stats
     shape: tuple[int, ...] = ()
     dtype = ""
+    bad = 0  # BadFrames: frames the camera could not deliver
     with cam:
         it = cam.frames()
         try:
@@ -83,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
                 next_ms.append((time.perf_counter() - t0) * 1e3)
                 if frame is None:
                     break
+                if isinstance(frame, BadFrame):
+                    bad += 1
+                    continue
                 stamps.append(frame.timestamp)
                 shape, dtype = frame.image.shape, str(frame.image.dtype)
         finally:
@@ -103,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         "configured_fps": info.fps,
         "achieved_fps": round(achieved, 3),
         "frames": len(stamps),
+        "bad_frames": bad,
         "lost_frames": stats.lost if stats else None,
         "incomplete_buffers": stats.incomplete if stats else None,
         "producer_underruns": stats.underrun if stats else None,

@@ -59,7 +59,15 @@ def run(args: argparse.Namespace) -> int:
         finally:
             app.close()
     else:
-        report = fit(images, model_cfg, args.out, progress=not args.quiet)
+        from station.config import data_dir
+        from station.model.signing import station_signer
+
+        # Signed with this station's key (or the plant key): it runs here once copied into
+        # the store; elsewhere, once that station trusts the key or an admin signs it there.
+        signer = station_signer(
+            data_dir(cfg, args.data_dir), cfg.model.signing_key, cfg.model.trust_dir
+        )
+        report = fit(images, model_cfg, args.out, progress=not args.quiet, signer=signer)
     summary = {
         "model": str(report.artifact),
         "n_train": report.n_train,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from station.config import StationConfig, data_dir, load_config
 from station.core.errors import CameraError, ConfigError, StationError
+from station.core.result import BadFrame
 
 SOURCES = ("genicam", "replay", "uvc")
 
@@ -123,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
         it = cam.frames()
         try:
             for frame in it:
+                if isinstance(frame, BadFrame):
+                    print(f"frame refused: {frame.reason}", file=sys.stderr)
+                    continue
                 stamps.append(frame.timestamp)
                 last = frame
                 suffix = f"_{frame.label}" if frame.label else ""

@@ -1,4 +1,4 @@
-"""`station models`: list, show, activate and roll back a product's model versions."""
+"""`station models`: list, show, activate, roll back and sign a product's model versions."""
 
 from __future__ import annotations
 
@@ -30,13 +30,15 @@ def register(subparsers: Any) -> None:
         ("show", "one version's manifest (default: the current one)"),
         ("activate", "make a version the one the line runs"),
         ("rollback", "back to the version that was current before"),
+        ("sign", "sign an intact version with this station's (or the plant) key (admin)"),
+        ("keys", "the key new versions are signed with and the keys this station trusts"),
     ):
         a = sub.add_parser(name, help=text)
         a.add_argument("--product", help="product (default: the station's)")
         if name == "list":
             a.add_argument("--json", action="store_true", help="as JSON")
-        if name in ("show", "activate"):
-            a.add_argument("--version", required=name == "activate", metavar="vNNNN")
+        if name in ("show", "activate", "sign"):
+            a.add_argument("--version", required=name in ("activate", "sign"), metavar="vNNNN")
         if name in ("activate", "rollback"):
             a.add_argument("--reason", default="", help="why (kept in the audit trail)")
     p.set_defaults(func=run, parser=p)
@@ -79,6 +81,17 @@ def run(args: argparse.Namespace) -> int:
             _, raw = read_manifest(path)
             raw.pop("calibration_scores", None)  # long; `station evaluate` shows the figures
             print(json.dumps({"path": str(path), **raw}, indent=2))
+        elif args.models_command == "sign":
+            kid = app.sign_model(session, product, args.version)
+            print(f"{product}/{args.version}: signed with key {kid}")
+        elif args.models_command == "keys":
+            signer = app.store.signer()
+            trust = app.trust()
+            print(f"new versions are signed with key {signer.key_id if signer else '-'}")
+            print(f"  ({signer.source if signer else 'unsigned'})")
+            print(f"trusted keys ({trust.folder}): {', '.join(sorted(trust.keys)) or 'none'}")
+            if trust.allow_unsigned:
+                print("unsigned models are allowed (model.allow_unsigned = true)")
         elif args.models_command == "activate":
             app.activate_model(session, args.version, product=product, reason=args.reason)
             print(f"{product}: {args.version} is now the current model")

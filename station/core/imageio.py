@@ -43,11 +43,30 @@ def to_engine_image(image: np.ndarray, what: str = "image") -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as HxW or HxWx3 RGB, 8- or 16-bit. Corrupt files raise ImageError."""
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) from the file's header, without decoding it; None when unknown."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1])
+    except Exception:  # not an image PIL knows: read_image will say what is wrong with it
+        return None
+
+
+def read_image(path: str | Path, max_megapixels: float | None = None) -> np.ndarray:
+    """Read an image file as HxW or HxWx3 RGB, 8- or 16-bit. Corrupt files raise ImageError,
+    and so do files over `max_megapixels`, found from the header before any decoding."""
     p = Path(path)
     if not p.is_file():
         raise ImageError(f"{p}: no such image file")
+    if max_megapixels is not None:
+        size = image_size(p)
+        if size is not None and size[0] * size[1] > max_megapixels * 1e6:
+            raise ImageError(
+                f"{p}: {size[0]}x{size[1]} px ({size[0] * size[1] / 1e6:.1f} MP) is over the "
+                f"limit of {max_megapixels:g} MP (camera.max_megapixels)"
+            )
     data = np.fromfile(str(p), dtype=np.uint8)
     if data.size == 0:
         raise ImageError(f"{p}: empty file")

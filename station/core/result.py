@@ -36,6 +36,17 @@ class DriftLevel(StrEnum):
 
 
 @dataclass(frozen=True)
+class BadFrame:
+    """What a camera gives instead of a frame it could not deliver (an unreadable file, a frame
+    over the size limit): the line counts it and records an event with the reason."""
+
+    reason: str
+    source: str
+    path: str | None = None
+    timestamp: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
 class Frame:
     """One image from a camera, converted to the engine's input.
 
@@ -128,6 +139,9 @@ class Counters:
     check: int = 0  # parts in the check band, sent to a manual check (counted apart from NOK)
     dropped: int = 0  # frames the queue dropped because the model was slower than the camera
     unrecorded: int = 0  # results the recorder could not write (disk full, ...), never silent
+    # Frames refused before a verdict in this run: unreadable, too large, scored not a number.
+    # Each one is also an event with its reason.
+    bad_frames: int = 0
     throughput_per_min: float = 0.0
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0

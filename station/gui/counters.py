@@ -38,7 +38,9 @@ def counter_texts(c: Counters, band: bool = False) -> dict[str, str]:
         "nok_rate": f"{100.0 * c.nok_rate:.1f} %",
         "throughput": f"{c.throughput_per_min:.0f}",
         "latency": f"{c.latency_p50_ms:.0f} / {c.latency_p95_ms:.0f} ms",
-        "dropped": f"{c.dropped:,}",
+        # Frames refused before a verdict (unreadable, too large) beside the dropped ones: both
+        # are parts the station did not judge.
+        "dropped": f"{c.dropped:,} + {c.bad_frames:,} bad" if c.bad_frames else f"{c.dropped:,}",
     }
 
 

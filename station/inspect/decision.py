@@ -12,7 +12,15 @@ from station.core.result import Verdict
 
 def verdict(score: float, threshold: float, check: float | None = None) -> Verdict:
     """NOK when the score reaches the threshold (a score equal to it is rejected: fail safe);
-    CHECK when it reaches the check limit below it (a band for a manual check); else OK."""
+    CHECK when it reaches the check limit below it (a band for a manual check); else OK.
+
+    A score or limit that is not a finite number is NOK: NaN compares false with everything and
+    would otherwise pass as OK.
+    """
+    if not (math.isfinite(score) and math.isfinite(threshold)):
+        return Verdict.NOK
+    if check is not None and not math.isfinite(check):
+        return Verdict.NOK
     if score >= threshold:
         return Verdict.NOK
     if check is not None and score >= check:

@@ -33,6 +33,7 @@ from station.camera.base import Camera, CameraInfo
 from station.config import StationConfig
 from station.core.errors import CameraError, ModelError, StationError
 from station.core.result import (
+    BadFrame,
     Frame,
     InspectionResult,
     LineStatus,
@@ -291,7 +292,7 @@ class AcquisitionWorker(Worker):
         # already talks to the device, and its failure is a camera loss like any other.
         self._factory = None if isinstance(camera, Camera) else camera
         self.camera: Camera | None = camera if isinstance(camera, Camera) else None
-        self._frames: Iterator[Frame] | None = None
+        self._frames: Iterator[Frame | BadFrame] | None = None
         self._opened = False  # close() only once per open: a GenICam close is not free
         self._next_try = 0.0  # monotonic time of the next open attempt
         self._attempts = 0
@@ -359,6 +360,9 @@ class AcquisitionWorker(Worker):
         except CameraError as exc:
             self._close()
             self._lost(str(exc))
+            return True
+        if isinstance(frame, BadFrame):
+            line._bad_frame(frame.reason, path=frame.path)
             return True
         line._queue.put(frame)
         return True
@@ -429,6 +433,7 @@ class InspectorWorker(Worker):
         self._next_poll = 0.0
         self._errors = 0
         self._loader: threading.Thread | None = None
+        self._locate_error = ""  # the last reason the current version could not be found
         self._incoming: PatchCore | ModelError | None = None  # loaded by the helper thread
         self._incoming_lock = threading.Lock()
         self._new_source: ModelSource | None = None
@@ -478,16 +483,9 @@ class InspectorWorker(Worker):
         try:
             result = self.inspect(item)
         except StationError as exc:
-            # One unreadable frame must not stop the line; it is an event, not a verdict.
+            # One bad frame must not stop the line; it is counted and an event, not a verdict.
             self._errors += 1
-            if self._errors == 1 or self._errors % 100 == 0:
-                line._emit(
-                    StationEvent(
-                        kind="error",
-                        message=f"frame {item.frame_id} not inspected: {exc}",
-                        data={"frame_id": item.frame_id, "errors": self._errors},
-                    )
-                )
+            line._bad_frame(f"frame {item.frame_id} not inspected: {exc}", frame_id=item.frame_id)
             return True
         line._publish(result)
         if line.max_frames is not None and line.stats.inspected >= line.max_frames:
@@ -499,6 +497,13 @@ class InspectorWorker(Worker):
         """Score one frame and decide."""
         model = self.model
         assert model is not None
+        h, w = frame.image.shape[:2]
+        limit = self.line.cfg.camera.max_megapixels
+        if h * w > limit * 1e6:
+            raise StationError(
+                f"{w}x{h} px ({w * h / 1e6:.1f} MP) is over the limit of {limit:g} MP "
+                "(camera.max_megapixels)"
+            )
         self._check_shape(frame, model)
         pred = model.predict(frame.image)
         if not np.isfinite(pred.score):
@@ -557,7 +562,11 @@ class InspectorWorker(Worker):
         """Load the current version in this thread (there is no model to keep running)."""
         line = self.line
         self._next_poll = time.monotonic() + MODEL_POLL_S
-        path = self.models.locate()
+        try:
+            path = self.models.locate()
+        except ModelError as exc:  # e.g. a CURRENT pointer that names no version
+            line._model_missing(str(exc))
+            return
         if path is None:
             line._model_missing(self.models.missing())
             return
@@ -572,7 +581,15 @@ class InspectorWorker(Worker):
         """Load the current version on a helper thread if it is not the one in use."""
         if self._loader is not None and self._loader.is_alive():
             return
-        path = self.models.locate()
+        try:
+            path = self.models.locate()
+        except ModelError as exc:
+            # The running model stays (it was trusted when loaded); say so once per reason.
+            if str(exc) != self._locate_error:
+                self._locate_error = str(exc)
+                self.line._emit(StationEvent(kind="error", message=f"model not switched: {exc}"))
+            return
+        self._locate_error = ""
         current = self.model.artifact.path if self.model is not None else None
         if path is None or path == current:
             return
@@ -845,6 +862,18 @@ class Line:
             sink.submit(result)  # never blocks; a sink keeps (or counts) what it cannot take now
         self._results.publish(result)
 
+    def _bad_frame(
+        self, reason: str, *, path: str | None = None, frame_id: int | None = None
+    ) -> None:
+        """A frame refused before a verdict: counted on the screen and an event, every one."""
+        n = self.stats.add_bad()
+        data: dict[str, object] = {"bad_frames": n}
+        if path:
+            data["path"] = path
+        if frame_id is not None:
+            data["frame_id"] = frame_id
+        self._emit(StationEvent(kind="bad_frame", message=f"frame refused: {reason}", data=data))
+
     def _dropped(self, n: int) -> None:
         self.stats.add_dropped(n)
         for sink in self.sinks:
@@ -938,11 +967,17 @@ class Line:
         log.warning("camera: %s; retry %d in %.1f s", message, attempts, backoff)
 
     def _worker_failed(self, worker: Worker, exc: BaseException) -> None:
+        self.fail(f"{worker.name} failed: {type(exc).__name__}: {exc}")
+
+    def fail(self, reason: str) -> None:
+        """Stop the line in the failed state with `reason` (shown, and a non-zero exit for a
+        headless run): for faults that make inspecting wrong, e.g. records that cannot be
+        written when the policy says stop."""
         with self._lock:
             if self._phase in ("stopped", "failed"):
                 return
             self._phase = "failed"
-            self._failure = f"{worker.name} failed: {type(exc).__name__}: {exc}"
+            self._failure = reason
             self._update(self._failure)
         self._stop_in_background("failure")
 

@@ -28,6 +28,7 @@ class LineStats:
         self._nok = 0
         self._check = 0
         self._dropped = 0
+        self._bad = 0  # frames refused before a verdict
         self._model_ms_sum = 0.0
         self._first: float | None = None  # monotonic time of the first result
         self._finished: deque[float] = deque()  # monotonic finish times within the window
@@ -53,6 +54,12 @@ class LineStats:
         """Count frames the queue dropped."""
         with self._lock:
             self._dropped += n
+
+    def add_bad(self) -> int:
+        """Count a frame refused before a verdict; the count so far."""
+        with self._lock:
+            self._bad += 1
+            return self._bad
 
     @property
     def inspected(self) -> int:
@@ -80,11 +87,12 @@ class LineStats:
             n_window = len(self._finished)
             lat = np.fromiter(self._latency, dtype=np.float64, count=len(self._latency))
             span = min(self.window_s, t - self._first) if self._first is not None else 0.0
-            inspected, nok, check, dropped = (
+            inspected, nok, check, dropped, bad = (
                 self._inspected,
                 self._nok,
                 self._check,
                 self._dropped,
+                self._bad,
             )
         # Below a second of history a rate is noise; report none rather than a wild number.
         rate = n_window / span * 60.0 if span >= 1.0 else 0.0
@@ -95,6 +103,7 @@ class LineStats:
             check=check,
             dropped=dropped,
             unrecorded=unrecorded,
+            bad_frames=bad,
             throughput_per_min=float(rate),
             latency_p50_ms=float(p50),
             latency_p95_ms=float(p95),

@@ -16,12 +16,14 @@ import dataclasses
 import getpass
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ import numpy as np
 
 from station.core.errors import ModelError
 from station.model.preprocess import Preprocessing
+from station.model.signing import SIGNATURE, Signer, Trust
 
 # Raised whenever a manifest gains a field that changes the scores, so that an older station
 # refuses a newer model instead of silently ignoring the field and judging parts differently.
@@ -40,6 +43,12 @@ FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 BANK = "memory_bank.npy"
 ONNX = "feature_extractor.onnx"
+ENGINES = "engines"  # TensorRT engines built on this machine (`station export`), not shipped
+# Every artifact holds these files, listed in its manifest with size and hash: a manifest
+# that lists fewer ("files": {}) would skip their checks.
+REQUIRED_FILES = frozenset({BANK, ONNX})
+# What else a version folder may hold besides its listed files.
+NOT_LISTED = frozenset({MANIFEST, SIGNATURE, ENGINES})
 
 
 @dataclass(frozen=True)
@@ -137,8 +146,15 @@ class ModelArtifact:
         return self.manifest.version
 
 
-def write_artifact(out: Path, manifest: Manifest, bank: np.ndarray, onnx_file: Path) -> Path:
-    """Write atomically: build in a temp dir beside `out`, then rename into place."""
+def write_artifact(
+    out: Path,
+    manifest: Manifest,
+    bank: np.ndarray,
+    onnx_file: Path,
+    signer: Signer | None = None,
+) -> Path:
+    """Write atomically: build in a temp dir beside `out`, then rename into place. With a
+    `signer` the manifest is signed (`manifest.sig`) before the version appears."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and any(out.iterdir()):
@@ -154,10 +170,10 @@ def write_artifact(out: Path, manifest: Manifest, bank: np.ndarray, onnx_file: P
         d = manifest.to_json()
         d["files"] = files
         d["content_sha256"] = _manifest_hash(d)
-        with (tmp / MANIFEST).open("w") as fh:
-            json.dump(d, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
+        body = json.dumps(d, indent=2).encode()
+        _write_synced(tmp / MANIFEST, body)
+        if signer is not None:
+            _write_synced(tmp / SIGNATURE, signer.signature(body))
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -167,15 +183,44 @@ def write_artifact(out: Path, manifest: Manifest, bank: np.ndarray, onnx_file: P
     return out
 
 
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def sign_artifact(path: Path, signer: Signer) -> str:
+    """Sign an intact model version (every file checked first) in place; the key's id.
+
+    For versions made before signing, or brought from elsewhere, once someone checked them.
+    """
+    path = Path(path)
+    load_artifact(path)  # refuses a damaged or tampered one: never sign what does not verify
+    body = (path / MANIFEST).read_bytes()
+    tmp = path / f".{SIGNATURE}.tmp"
+    _write_synced(tmp, signer.signature(body))
+    os.replace(tmp, path / SIGNATURE)
+    return signer.key_id
+
+
 def read_manifest(path: Path) -> tuple[Manifest, dict[str, Any]]:
     """Read and verify the manifest only (cheap; for listings)."""
+    manifest, d, _ = _read_manifest(path)
+    return manifest, d
+
+
+def _read_manifest(path: Path) -> tuple[Manifest, dict[str, Any], bytes]:
     mpath = Path(path) / MANIFEST
     if not mpath.is_file():
         raise ModelError(f"{path}: not a model artifact (no {MANIFEST})")
     try:
-        d = json.loads(mpath.read_text())
+        body = mpath.read_bytes()
+        d = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{mpath}: manifest is damaged or truncated ({exc})") from None
+    if not isinstance(d, dict):
+        raise ModelError(f"{mpath}: manifest is not a JSON object")
     fmt = d.get("format_version")
     if not isinstance(fmt, int):
         raise ModelError(f"{mpath}: manifest has no format_version")
@@ -187,21 +232,71 @@ def read_manifest(path: Path) -> tuple[Manifest, dict[str, Any]]:
     if d.get("content_sha256") != _manifest_hash(d):
         raise ModelError(f"{mpath}: manifest was modified after it was written (hash mismatch)")
     try:
-        return Manifest.from_json(d), d
+        return Manifest.from_json(d), d, body
     except (KeyError, TypeError) as exc:
         raise ModelError(f"{mpath}: manifest is missing or has a wrong field ({exc})") from None
 
 
-def load_artifact(path: str | Path) -> ModelArtifact:
-    """Load and verify every file of a model version; refuse truncated or tampered ones."""
+def _check_file_list(path: Path, files: dict[str, Any]) -> None:
+    """The manifest lists exactly the artifact's files, by plain names inside its folder."""
+    if not isinstance(files, dict):
+        raise ModelError(f"{path}: manifest's file list is not a table of names")
+    for name in files:
+        # Never open a name the manifest gives before it is known to be a plain file name here
+        # ("../../etc/passwd" would be hashed, and its size told in the error).
+        if not isinstance(name, str) or name != Path(name).name or name in ("", ".", ".."):
+            raise ModelError(f"{path}: manifest lists {name!r}, which is not a plain file name")
+        if name.startswith(".") or name in NOT_LISTED:
+            raise ModelError(f"{path}: manifest lists {name!r}, which a model cannot hold")
+        meta = files[name]
+        if not (isinstance(meta, dict) and isinstance(meta.get("bytes"), int)):
+            raise ModelError(f"{path}: manifest entry for {name} has no size")
+        if not isinstance(meta.get("sha256"), str):
+            raise ModelError(f"{path}: manifest entry for {name} has no hash")
+    missing = sorted(REQUIRED_FILES - set(files))
+    if missing:
+        raise ModelError(
+            f"{path}: manifest does not list {', '.join(missing)} (each file must be listed "
+            "with its size and hash)"
+        )
+    extra = sorted(
+        p.name for p in path.iterdir() if p.name not in files and p.name not in NOT_LISTED
+    )
+    if extra:
+        raise ModelError(
+            f"{path}: holds files its manifest does not list: {', '.join(extra)} (remove them, "
+            "or fit the model again)"
+        )
+
+
+def _check_limits(path: Path, m: Manifest) -> None:
+    """Limits a line can judge by: finite, positive, the check band below the reject limit."""
+    t = m.threshold
+    if not (isinstance(t, int | float) and math.isfinite(t) and t > 0):
+        raise ModelError(f"{path}: reject limit {t!r} is not a positive number")
+    c = m.check_threshold
+    if c is not None and not (isinstance(c, int | float) and math.isfinite(c) and 0 < c < t):
+        raise ModelError(f"{path}: check limit {c!r} is not a positive number below {t:g}")
+
+
+def load_artifact(path: str | Path, trust: Trust | None = None) -> ModelArtifact:
+    """Load and verify every file of a model version; refuse truncated or tampered ones.
+
+    With `trust`, also refuse a version not signed by a trusted key (the line passes the
+    station's; tools that only read a model, like evaluate, check the files alone).
+    """
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"{path}: model folder not found")
-    manifest, _ = read_manifest(path)
+    manifest, _, body = _read_manifest(path)
+    _check_file_list(path, manifest.files)
+    _check_limits(path, manifest)
+    if trust is not None:
+        trust.check(path, body)
     for name, meta in manifest.files.items():
         f = path / name
-        if not f.is_file():
-            raise ModelError(f"{path}: file {name} is missing")
+        if not f.is_file() or f.is_symlink():
+            raise ModelError(f"{path}: file {name} is missing (or not a plain file)")
         size = f.stat().st_size
         if size != meta["bytes"]:
             raise ModelError(
@@ -242,8 +337,17 @@ def check_product_name(product: str) -> str:
 class ModelStore:
     """The versions of each product's model and which one the line uses."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, signer: Callable[[], Signer] | None = None) -> None:
         self.root = Path(root)
+        self._make_signer = signer
+        self._signer: Signer | None = None
+
+    def signer(self) -> Signer | None:
+        """What signs this store's new versions (made on first use: a station key may be
+        generated then); None for a store that writes unsigned versions."""
+        if self._signer is None and self._make_signer is not None:
+            self._signer = self._make_signer()
+        return self._signer
 
     def product_dir(self, product: str) -> Path:
         return self.root / check_product_name(product)
@@ -283,9 +387,16 @@ class ModelStore:
         """The version in use: the CURRENT pointer, else the newest version."""
         pointer = self.product_dir(product) / CURRENT
         if pointer.is_file():
-            name = pointer.read_text().strip()
-            if VERSION_NAME.match(name) and (self.product_dir(product) / name / MANIFEST).is_file():
-                return self.product_dir(product) / name
+            name = pointer.read_text(errors="replace").strip()
+            if not VERSION_NAME.match(name):
+                # Never fall back to another version: the line would run one nobody chose.
+                raise ModelError(
+                    f"{pointer} names {name[:40]!r}, not a version of {product} (vNNNN); "
+                    "activate a version again"
+                )
+            if not (self.product_dir(product) / name / MANIFEST).is_file():
+                raise ModelError(f"{pointer} names {name}, which {product} does not have")
+            return self.product_dir(product) / name
         versions = self.versions(product)
         return self.product_dir(product) / versions[-1] if versions else None
 
@@ -347,10 +458,11 @@ class ModelStore:
                 return v
         return None
 
-    def derive(self, product: str, base: Path, **changes: Any) -> Path:
+    def derive(self, product: str, base: Path, trust: Trust | None = None, **changes: Any) -> Path:
         """A new sealed version: `base`'s bank and extractor with manifest fields changed (e.g.
-        the threshold). Versions never change once written; this writes the next one."""
-        artifact = load_artifact(base)
+        the threshold). Versions never change once written; this writes the next one. With
+        `trust`, `base` must be trusted: a new limit must never re-sign a model nobody trusts."""
+        artifact = load_artifact(base, trust)
         self.pin_current(product)
         out = self.next_version_dir(product)
         manifest = dataclasses.replace(
@@ -360,4 +472,4 @@ class ModelStore:
             files={},
             **changes,
         )
-        return write_artifact(out, manifest, artifact.bank, artifact.onnx_path)
+        return write_artifact(out, manifest, artifact.bank, artifact.onnx_path, self.signer())

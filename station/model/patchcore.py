@@ -27,6 +27,7 @@ from station.model.preprocess import (
     assemble_map,
     prepare,
 )
+from station.model.signing import Trust
 from station.runtime.base import Runtime, RuntimeKind
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,11 @@ class PatchCore:
         *,
         threads: int = 0,
         weights: str | None = None,
+        trust: Trust | None = None,
     ) -> PatchCore:
-        """Load an artifact and the runtime that runs it (torch, onnx or tensorrt)."""
-        artifact = load_artifact(path)
+        """Load an artifact and the runtime that runs it (torch, onnx or tensorrt); with
+        `trust`, only a version signed by a trusted key."""
+        artifact = load_artifact(path, trust)
         rt = create_runtime(runtime, artifact, threads=threads, weights=weights)
         backend = "torch" if rt.kind == RuntimeKind.TORCH else "faiss"
         return cls(artifact, rt, MemoryBank(artifact.bank, backend=backend, threads=threads))

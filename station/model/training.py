@@ -28,6 +28,7 @@ from station.model.extractor import FeatureExtractor
 from station.model.memory_bank import MemoryBank, hierarchical_coreset
 from station.model.patchcore import extract_features, score_features, valid_patch_features
 from station.model.preprocess import Preprocessing, pixel_max_for, prepare
+from station.model.signing import Signer, Trust
 
 CALIBRATION_QUANTILE = 0.99
 EXPORT_OPSET = 17
@@ -180,6 +181,7 @@ def fit(
     holdout: float | None = None,
     score_training: bool = False,
     created_by: str | None = None,
+    signer: Signer | None = None,
 ) -> FitReport:
     """Fit PatchCore on good images and write a versioned artifact to `out`.
 
@@ -296,7 +298,7 @@ def fit(
             train_shape=shape,
         )
         step("writing", 0, 1)  # the last moment a cancel leaves nothing behind
-        write_artifact(out, manifest, bank, onnx_file)
+        write_artifact(out, manifest, bank, onnx_file, signer)
         if on_progress is not None:
             on_progress(FitProgress("writing", 1, 1, 1.0, fit_seconds))
     return FitReport(
@@ -324,6 +326,8 @@ def update_bank(
     on_progress: Callable[[FitProgress], None] | None = None,
     cancel: threading.Event | None = None,
     created_by: str | None = None,
+    signer: Signer | None = None,
+    trust: Trust | None = None,
 ) -> FitReport:
     """A new version of `base` that also knows `images` (new good parts), without a refit.
 
@@ -337,7 +341,7 @@ def update_bank(
     from station.runtime.onnx_runtime import OnnxRuntime
 
     step = _Tracker(on_progress, cancel)
-    artifact = load_artifact(base)
+    artifact = load_artifact(base, trust)  # never re-sign a base nobody trusts
     m = artifact.manifest
     if not images:
         raise StationError("no new images to add to the bank")
@@ -400,7 +404,7 @@ def update_bank(
         files={},
     )
     step("writing", 0, 1)
-    write_artifact(out, manifest, bank, artifact.onnx_path)
+    write_artifact(out, manifest, bank, artifact.onnx_path, signer)
     if on_progress is not None:
         on_progress(FitProgress("writing", 1, 1, 1.0, fit_seconds))
     return FitReport(

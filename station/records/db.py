@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -31,6 +32,8 @@ import numpy as np
 from station.core.errors import StorageError
 from station.core.result import Counters, StationEvent, StationState, Verdict
 from station.records.migrations import LATEST_VERSION, migrate, schema_version
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "station.db"
 ARCHIVE_DIR = "archive"
@@ -442,6 +445,64 @@ class Database:
                 return int(cur.lastrowid or 0)
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: event not saved: {exc}") from exc
+
+
+def writable(path: str | Path) -> str | None:
+    """Why the database at `path` cannot take a write now, or None when it can: a row written
+    and rolled back (BEGIN IMMEDIATE alone succeeds on a read-only file in WAL mode)."""
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1e3)
+    except sqlite3.Error as exc:
+        return str(exc)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            probe = StationEvent(kind="probe", message="write check", time=0.0)
+            conn.execute(INSERT_EVENT, event_row(probe))
+        finally:
+            conn.execute("ROLLBACK")
+        return None
+    except sqlite3.Error as exc:
+        return str(exc)
+    finally:
+        conn.close()
+
+
+def set_aside_if_damaged(path: str | Path) -> tuple[Path, str] | None:
+    """Check an existing database (`PRAGMA quick_check`, read-only) before anything writes to
+    it; a damaged one is renamed, with its -wal and -shm, to `<name>.damaged-<time>`.
+
+    Returns (where it went, what the check said), or None for a sound database or none at all.
+    Only the station holding the data directory's lock may call this: a reader elsewhere would
+    move a file another process has open.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    reason = ""
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1e3)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+        found = [str(r[0]) for r in rows]
+        if found != ["ok"]:
+            reason = "; ".join(found[:3]) + (f" (+{len(found) - 3} more)" if len(found) > 3 else "")
+    except sqlite3.DatabaseError as exc:
+        text = str(exc).lower()
+        if "locked" in text or "busy" in text:
+            raise StorageError(f"{path}: cannot check the records database: {exc}") from exc
+        reason = str(exc)  # "file is not a database", "database disk image is malformed"
+    if not reason:
+        return None
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            os.replace(src, Path(f"{aside}{suffix}"))
+    log.error("records database %s failed its check (%s); moved to %s", path, reason, aside)
+    return aside, reason
 
 
 def event_row(event: StationEvent) -> tuple[Any, ...]:

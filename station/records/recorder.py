@@ -199,13 +199,15 @@ class Recorder(Worker):
         durable_files: bool = True,
         on_commit: Callable[[list[Committed]], None] | None = None,
         on_failure: Callable[[Worker, BaseException], None] | None = None,
+        on_lost: Callable[[str, int], None] | None = None,
     ) -> None:
         """Prepare (nothing is opened until `start()`: the database opens in the writer thread).
 
         `max_pending_image_mb` bounds the memory held by images waiting for the archive: past it
         a result is still recorded, its image is counted as not archived (and alarmed).
         `on_commit` is called in the writer thread after each COMMIT with the new rows; keep it
-        short (it delays the next batch).
+        short (it delays the next batch). `on_lost(reason, lost so far)` is called, with the
+        recorder's lock held (so it must not block), for each result that will have no row.
         """
         super().__init__(on_failure)
         self.data_dir = Path(data_dir)
@@ -218,6 +220,7 @@ class Recorder(Worker):
         self._max_pending_bytes = int(max_pending_image_mb * 1024 * 1024)
         self._pending_bytes = 0
         self.on_commit = on_commit
+        self.on_lost = on_lost
         self.spool = Spool(self.data_dir / SPOOL_DIR, int(self.cfg.spool_mb * 1e6))
         self._run_id = f"{os.getpid()}-{time.time_ns()}"  # tells this run's spool records apart
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max(1, queue_size))
@@ -541,6 +544,11 @@ class Recorder(Worker):
             self._alarm_reason = reason
             log.error("%s: results are not being recorded", reason)
         self._alarm_results += 1
+        if self.on_lost is not None:
+            try:
+                self.on_lost(reason, self._unrecorded)
+            except Exception:
+                log.exception("on_lost failed")
 
     # -- the writer thread ---------------------------------------------------------------------
     def setup(self) -> None:

@@ -38,7 +38,7 @@ def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def gui_models(
-    demo_product: Path, demo_model: Path, tmp_path_factory: pytest.TempPathFactory
+    demo_product: Path, demo_model: Path, plant_key: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A model store with the demo model recalibrated on the demo product's test/good parts.
 
@@ -66,13 +66,16 @@ def gui_models(
         threshold_source=f"{m.threshold_source}; baseline + {len(scores)} test/good parts",
         files={},
     )
-    write_artifact(root / "demo" / "v0002", manifest, artifact.bank, artifact.onnx_path)
+    write_artifact(root / "demo" / "v0002", manifest, artifact.bank, artifact.onnx_path, plant_key)
     return root
 
 
 @pytest.fixture(scope="session")
 def make_data_dir(
-    demo_product: Path, gui_models: Path, tmp_path_factory: pytest.TempPathFactory
+    demo_product: Path,
+    gui_models: Path,
+    trust_plant_key: Any,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Any:
     """Make fresh data folders: the recalibrated model, a replay copy of the demo's test parts
     (a copy, so that a test can take the camera away by renaming it)."""
@@ -85,7 +88,7 @@ def make_data_dir(
         else:
             models.mkdir()
         shutil.copytree(demo_product / "test", data / "replay" / "test")
-        return data
+        return trust_plant_key(data)
 
     return make
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,7 +48,11 @@ def read_xwd(data: bytes) -> np.ndarray:
 
 
 def test_the_window_opens_under_xvfb(
-    tmp_path: Path, demo_model: Path, demo_product: Path, screenshot_dir: Path
+    tmp_path: Path,
+    demo_model: Path,
+    demo_product: Path,
+    screenshot_dir: Path,
+    trust_plant_key: Any,
 ) -> None:
     n = free_display()
     xvfb = subprocess.Popen(
@@ -56,6 +61,7 @@ def test_the_window_opens_under_xvfb(
     )  # fmt: skip
     data = tmp_path / "data"
     shutil.copytree(demo_model, data / "models" / "demo" / "v0001")
+    trust_plant_key(data)
     config = tmp_path / "line.toml"
     config.write_text(f'[camera.replay]\npath = "{demo_product / "test"}"\nfps = 4.0\n')
     env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}

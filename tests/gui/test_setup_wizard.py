@@ -42,7 +42,7 @@ def plate(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def wizard(
     qapp: Any, gui_models: Path, demo_product: Path, gui_config: Any,
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, trust_plant_key: Any,
 ) -> Iterator[tuple[Any, Any, list[InspectionResult]]]:  # fmt: skip
     """(app, window, results): a running station with a technician, its window on Setup."""
     from station.app import StationApp
@@ -50,6 +50,7 @@ def wizard(
 
     data = tmp_path_factory.mktemp("wizard")
     shutil.copytree(gui_models, data / "models")  # a copy: this test writes new versions
+    trust_plant_key(data)
     shutil.copytree(demo_product / "test", data / "replay" / "test")
     cfg = gui_config(data)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, image_size=224))

@@ -9,6 +9,7 @@ import json
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,9 +23,10 @@ from station.records.audit import AuditTrail
 from station.records.db import Database, db_path
 
 
-def app_with_model(tmp_path: Path, demo_model: Path) -> StationApp:
+def app_with_model(tmp_path: Path, demo_model: Path, trust_plant_key: Any) -> StationApp:
     data = tmp_path / "data"
     shutil.copytree(demo_model, data / "models" / "demo" / "v0001")
+    trust_plant_key(data)
     return StationApp(StationConfig(), data)
 
 
@@ -49,9 +51,9 @@ def test_roles_table_grants_what_each_role_needs() -> None:
 
 
 def test_operator_threshold_change_is_refused_by_the_app_and_audited(
-    tmp_path: Path, demo_model: Path
+    tmp_path: Path, demo_model: Path, trust_plant_key: Any
 ) -> None:
-    app = app_with_model(tmp_path, demo_model)
+    app = app_with_model(tmp_path, demo_model, trust_plant_key)
     add(app, "olga", "operator", "1111")
     add(app, "tom", "technician", "2222")
     before = load_artifact(app.store.current("demo")).manifest.threshold

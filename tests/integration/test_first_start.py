@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,9 +79,9 @@ def leftovers(data: Path) -> list[str]:
 
 
 def test_a_second_station_on_one_data_directory_exits_naming_the_first(
-    tmp_path: Path, demo_model: Path, demo_product: Path
+    tmp_path: Path, demo_model: Path, demo_product: Path, trust_plant_key: Any
 ) -> None:
-    data = tmp_path / "data"
+    data = trust_plant_key(tmp_path / "data")
     (data / "models" / "demo").mkdir(parents=True)
     import shutil
 

@@ -227,6 +227,7 @@ def test_confirmed_false_rejects_are_offered_for_the_bank_update(
     demo_product: Path,
     demo_model: Path,
     station_factory: Callable[..., StationApp],
+    trust_plant_key: Callable[[Path], Path],
 ) -> None:
     """Parts the current version rejected, confirmed good, with their archived images."""
     import shutil
@@ -235,6 +236,7 @@ def test_confirmed_false_rejects_are_offered_for_the_bank_update(
 
     data = tmp_path / "data"
     shutil.copytree(demo_model, data / "models" / "demo" / "v0001")
+    trust_plant_key(data)
     station = station_factory(StationConfig(), data)
     station.store.set_current("demo", "v0001")
     db = station.db()

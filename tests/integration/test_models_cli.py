@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -95,9 +96,13 @@ def test_fit_models_threshold_update_bank(
 
 
 def test_a_running_station_picks_up_an_activation_from_the_command_line(
-    demo_product: Path, demo_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    demo_product: Path,
+    demo_model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    trust_plant_key: Any,
 ) -> None:
-    data = tmp_path / "data"
+    data = trust_plant_key(tmp_path / "data")
     shutil.copytree(demo_model, data / "models" / "demo" / "v0001")
     cfg = load_config()
     replay = dataclasses.replace(cfg.camera.replay, path=str(demo_product / "test"), fps=10.0)

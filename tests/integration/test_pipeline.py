@@ -311,8 +311,9 @@ def test_model_missing_then_installed(
     demo_model: Path,
     station_factory: Callable[..., StationApp],
     tmp_path: Path,
+    trust_plant_key: Callable[[Path], Path],
 ) -> None:
-    data = tmp_path / "data"
+    data = trust_plant_key(tmp_path / "data")
     station = station_factory(line_config(demo_product, fps=20.0, product="widget"), data)
     station.start()
     wait_until(lambda: station.status().state == StationState.MODEL_MISSING, 15, "model missing")

@@ -40,7 +40,10 @@ ok_sample_every = 5
 
 
 def install_model(data: Path, model: Path, product: str = "demo") -> None:
+    """Copy a model made elsewhere into the store and sign it there, as an admin does."""
     shutil.copytree(model, data / "models" / product / "v0001")
+    args = ["models", "--data-dir", str(data), "sign", "--product", product, "--version", "v0001"]
+    assert main(args) == 0
 
 
 def count_rows(data: Path) -> int:

@@ -45,11 +45,12 @@ def plate_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def station(
-    tmp_path: Path, demo_model: Path, demo_product: Path
+    tmp_path: Path, demo_model: Path, demo_product: Path, trust_plant_key: Any
 ) -> Iterator[tuple[StationApp, list[InspectionResult]]]:
     """A running station (demo model, replay at 8 fps) with a technician, and its results."""
     data = tmp_path / "data"
     shutil.copytree(demo_model, data / "models" / "demo" / "v0001")
+    trust_plant_key(data)
     cfg = load_config()
     replay = dataclasses.replace(cfg.camera.replay, path=str(demo_product / "test"), fps=8.0)
     cfg = dataclasses.replace(
