@@ -156,6 +156,9 @@ class RecordsConfig:
     # alarm that counts the results at risk.
     on_failure: str = "stop"
     spool_mb: float = num(64.0, 0, 1_000_000)
+    # Below this much free space on the data directory's disk the screen warns (an alarm and
+    # an event), before anything fails.
+    disk_warning_mb: float = num(1024.0, 0, 10_000_000)
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,7 @@ class StationApp:
         self._open_lock = threading.Lock()
         self._recorder_alarm: str | None = None
         self._db_aside: str | None = None  # the damaged database moved aside at this start
+        self._failing_records = False  # the line was told to fail for lost results
         self._disk_free: tuple[float, float | None] = (0.0, None)
         self.reporter: ShiftReporter | None = None
 
@@ -193,12 +194,18 @@ class StationApp:
         return db_path(self.data_dir)
 
     def _lost(self, reason: str, lost: int) -> None:
-        # The recorder's lock is held: Line.fail only flags and stops in the background.
-        if self.cfg.records.on_failure == "stop":
-            self.line.fail(
-                f"results are not being recorded ({reason}; {lost} lost): the line stops "
-                "(records.on_failure = stop)"
-            )
+        # Called with the recorder's lock held, and failing the line records an event through
+        # the recorder: fail it from another thread, once.
+        if self.cfg.records.on_failure != "stop" or self._failing_records:
+            return
+        self._failing_records = True
+        message = (
+            f"results are not being recorded ({reason}; {lost} lost): the line stops "
+            "(records.on_failure = stop)"
+        )
+        threading.Thread(
+            target=self.line.fail, args=(message,), name="records-failed", daemon=True
+        ).start()
 
     def _records_refused(self) -> str | None:
         """With `records.on_failure = "stop"`: why the line must not run (records that cannot
@@ -457,7 +464,8 @@ class StationApp:
                     latency_p95_ms=counters.latency_p95_ms,
                 )
             log.debug("shift counters unavailable: %s", exc)
-        alarms = tuple(a for a in (self._db_aside, self._recorder_alarm, rec.alarm) if a)
+        low = self.recorder.disk_warning
+        alarms = tuple(a for a in (self._db_aside, low, self._recorder_alarm, rec.alarm) if a)
         return dataclasses.replace(
             st, counters=counters, alarms=st.alarms + alarms, disk_free_mb=self._disk_free_mb()
         )

@@ -73,6 +73,7 @@ MAX_SHIFT_TOTALS = 8  # shifts whose running totals are kept (the current one an
 IDLE_TICK_S = 0.2  # how long the writer waits for work before looking at stop / retention
 REOPEN_S = 2.0  # while the database is busy at start, how often opening it is tried again
 REPLAY_RETRY_S = 2.0  # after the spool could not be moved in, wait this long (or for a commit)
+DISK_CHECK_S = 2.0  # how often the writer looks at the free space (a cheap statvfs)
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,8 @@ class Recorder(Worker):
         self._reader: Database | None = None
         self._reader_lock = threading.Lock()
         self._next_retention = 0.0
+        self._next_disk_check = 0.0
+        self.disk_warning: str | None = None  # set while the disk is nearly full
         self.last_retention: RetentionReport | None = None
 
     # -- the caller's side (any thread, never blocks for long) -----------------------------------
@@ -311,6 +314,11 @@ class Recorder(Worker):
         return self._spool([frame], "records queue full (disk too slow)", images=int(keep_image))
 
     def _keep_image_locked(self, flagged: bool, result: InspectionResult) -> bool:
+        if self.spool.released:
+            # The disk filled and the spool's reserve was given back: that room is for records,
+            # not for images (counted as not archived until the reserve is set aside again).
+            self._images_unarchived += 1
+            return False
         if flagged:
             keep = True
         else:
@@ -556,6 +564,8 @@ class Recorder(Worker):
         run left in the spool."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._next_retention = time.monotonic()
+        if self.cfg.spool_mb > 0 and not self.spool.reserve():
+            log.warning("records spool: no room to set its %.0f MB aside", self.cfg.spool_mb)
         self._open()
 
     def _open(self) -> None:
@@ -606,7 +616,30 @@ class Recorder(Worker):
         if self.retention_interval_s > 0 and time.monotonic() >= self._next_retention:
             self._next_retention = time.monotonic() + self.retention_interval_s
             self._retention()
+        if time.monotonic() >= self._next_disk_check:
+            self._next_disk_check = time.monotonic() + DISK_CHECK_S
+            self._check_disk()
         return True
+
+    def _check_disk(self) -> None:
+        """Warn before the disk is full: an alarm while below `disk_warning_mb`, an event when
+        it starts and when it ends."""
+        free, limit = self.disk_free_mb(), self.cfg.disk_warning_mb
+        if free is None:
+            return
+        was = self.disk_warning is not None
+        low = free < limit
+        self.disk_warning = f"disk nearly full: {free:.0f} MB free" if low else None
+        if low != was:
+            message = (
+                f"disk nearly full: {free:.0f} MB free (warning below {limit:.0f} MB)"
+                if low
+                else f"disk space back: {free:.0f} MB free"
+            )
+            (log.warning if low else log.info)("%s", message)
+            self.submit_event(
+                StationEvent(kind="storage", message=message, data={"free_mb": round(free, 1)})
+            )
 
     def teardown(self) -> None:
         """Write what is still queued and spooled, refuse new work, close the database."""
@@ -976,6 +1009,8 @@ class Recorder(Worker):
                 log.exception("on_commit listener failed")
 
     def _retention(self) -> None:
+        if self.cfg.spool_mb > 0:
+            self.spool.reserve()  # given back while the disk was full: set aside again
         if self._db is None:
             return
         try:

@@ -14,13 +14,21 @@ kill in the middle of an append) fails its checksum and is where reading stops.
 
 Appends go to the newest file; `take()` closes it, so the writer only ever reads files that no
 longer change.
+
+A full disk must not take the spool down with the database: `reserve()` sets aside its size on
+disk at start (`spool/reserve.bin`, allocated, never read). When an append finds the disk full
+the reserve is given back and the append tried again, so the spool has its room exactly when
+nothing else has; it is set aside again once the disk has room (`reserve()` at each retention
+pass).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import zlib
@@ -34,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SPOOL_DIR = "spool"
 _SUFFIX = ".jsonl"
+RESERVE = "reserve.bin"
 
 
 def _frame(record: list[Any]) -> bytes:
@@ -49,6 +58,10 @@ class Spool:
         self.max_bytes = max(0, int(max_bytes))
         self._lock = threading.Lock()
         self._fd: int | None = None  # the file being appended to (raw: no buffer to replay)
+        self._path: Path | None = None  # its name
+        # The reserve was given back to a full disk: until it is set aside again, nothing but
+        # records may use the room (the recorder stops archiving images meanwhile).
+        self.released = False
         self._size = 0  # its size, where a failed append is cut back to
         self._bytes: int | None = None  # total size of the spool files, read on first use
 
@@ -83,26 +96,76 @@ class Spool:
         data = b"".join(_frame(r) for r in records)
         with self._lock:
             try:
-                if self._size_locked() + len(data) > self.max_bytes:
-                    raise StorageError(
-                        f"{self.folder}: records spool full ({self.max_bytes / 1e6:.0f} MB)"
-                    )
-                if self._fd is None:
-                    self.folder.mkdir(parents=True, exist_ok=True)
-                    # Sorted by time, never reused (see the module docstring).
-                    name = f"{time.time_ns():020d}-{os.getpid()}{_SUFFIX}"
-                    self._fd = os.open(
-                        self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-                    )
-                    self._size = 0
-                    fsync_dir(self.folder)
-                _write_all(self._fd, data)
-                os.fsync(self._fd)
+                self._append_locked(data)
             except OSError as exc:
                 self._undo_locked()
-                raise StorageError(f"{self.folder}: records spool not written: {exc}") from exc
+                if exc.errno != errno.ENOSPC or not self._release_locked():
+                    raise StorageError(f"{self.folder}: records spool not written: {exc}") from exc
+                log.error("disk full: the records spool's reserve is given back and used")
+                try:
+                    self._append_locked(data)
+                except OSError as again:
+                    self._undo_locked()
+                    raise StorageError(
+                        f"{self.folder}: records spool not written: {again}"
+                    ) from again
             self._size += len(data)
             self._bytes = (self._bytes or 0) + len(data)
+
+    def reserve(self) -> bool:
+        """Set aside the spool's size on disk (once); True when it is set aside now. Called at
+        start and at each retention pass: a reserve given back during a full disk returns once
+        there is room again."""
+        with self._lock:
+            path = self.folder / RESERVE
+            want = max(0, self.max_bytes - self._size_locked())
+            if want == 0:
+                return True
+            try:
+                if path.is_file() and path.stat().st_size >= want:
+                    self.released = False
+                    return True
+                self.folder.mkdir(parents=True, exist_ok=True)
+                if shutil.disk_usage(self.folder).free < 2 * want:
+                    return False  # not while the disk is nearly full: it would fill it
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+                try:
+                    os.posix_fallocate(fd, 0, want)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self.released = False
+                return True
+            except OSError as exc:
+                log.warning("records spool: reserve not set aside: %s", exc)
+                path.unlink(missing_ok=True)
+                return False
+
+    def _release_locked(self) -> bool:
+        """Give the reserve back to the disk; True when there was one."""
+        path = self.folder / RESERVE
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            log.error("records spool: reserve not given back: %s", exc)
+            return False
+        self.released = True
+        return True
+
+    def _append_locked(self, data: bytes) -> None:
+        if self._size_locked() + len(data) > self.max_bytes:
+            raise StorageError(f"{self.folder}: records spool full ({self.max_bytes / 1e6:.0f} MB)")
+        if self._fd is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            # Sorted by time, never reused (see the module docstring).
+            self._path = self.folder / f"{time.time_ns():020d}-{os.getpid()}{_SUFFIX}"
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._size = 0
+            fsync_dir(self.folder)
+        _write_all(self._fd, data)
+        os.fsync(self._fd)
 
     def _undo_locked(self) -> None:
         if self._fd is None:
@@ -111,7 +174,10 @@ class Spool:
             os.ftruncate(self._fd, self._size)
         except OSError as exc:
             log.error("records spool: a failed append could not be cut back: %s", exc)
+        empty, path = self._size == 0, self._path
         self._close_locked()
+        if empty and path is not None:  # a file that never took a record: none left behind
+            path.unlink(missing_ok=True)
 
     def take(self) -> list[Path]:
         """The spool files in order, the one being appended to closed first (none when empty or
