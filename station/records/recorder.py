@@ -624,6 +624,8 @@ class Recorder(Worker):
     def _check_disk(self) -> None:
         """Warn before the disk is full: an alarm while below `disk_warning_mb`, an event when
         it starts and when it ends."""
+        if self.spool.released and self.cfg.spool_mb > 0:
+            self.spool.reserve()  # the room came back: set it aside again (archiving resumes)
         free, limit = self.disk_free_mb(), self.cfg.disk_warning_mb
         if free is None:
             return
