@@ -851,10 +851,16 @@ class StationApp:
         self.authorize(session, Action.MODEL, f"{product}/{version}")
         if version not in self.store.versions(product):
             raise StationError(f"product '{product}' has no model version {version}")
+        self._point_at(session, "model_activate", product, version, reason)
+
+    def _point_at(
+        self, session: Session, action: str, product: str, version: str, reason: str
+    ) -> None:
+        """Make `version` current (audited as `action`); the running line switches to it."""
         before = self.store.current(product)
         self._audited(
             session,
-            "model_activate",
+            action,
             lambda: self.store.set_current(product, version, by=session.user),
             object=product,
             before=before.name if before is not None else None,
@@ -873,18 +879,7 @@ class StationApp:
         previous = self.store.previous(product)
         if previous is None:
             raise StationError(f"product '{product}' has no earlier active version to go back to")
-        before = self.store.current(product)
-        self._audited(
-            session,
-            "model_rollback",
-            lambda: self.store.set_current(product, previous, by=session.user),
-            object=product,
-            before=before.name if before is not None else None,
-            after=previous,
-            reason=reason,
-        )
-        if product == self.product:
-            self.line.reload_model()
+        self._point_at(session, "model_rollback", product, previous, reason)
         return previous
 
     # -- products ------------------------------------------------------------------------------

@@ -36,6 +36,14 @@ def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def shoot(screenshot_dir: Path) -> Any:
+    """The module's screenshot taker (tests/gui/screens.py)."""
+    from screens import Shooter
+
+    return Shooter(screenshot_dir)
+
+
 @pytest.fixture(scope="session")
 def gui_models(
     demo_product: Path, demo_model: Path, plant_key: Any, tmp_path_factory: pytest.TempPathFactory

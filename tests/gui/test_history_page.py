@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,11 +25,6 @@ pytestmark = pytest.mark.slow
 
 USERS = (("quinn", "qa", "3333"), ("olga", "operator", "4444"))
 PARTS = 60
-
-
-@pytest.fixture(scope="module")
-def shoot(screenshot_dir: Path) -> Shooter:
-    return Shooter(screenshot_dir)
 
 
 @pytest.fixture(scope="module")

@@ -29,12 +29,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def shoot(screenshot_dir: Path) -> Shooter:
-    """The module's screenshot taker."""
-    return Shooter(screenshot_dir)
-
-
-@pytest.fixture(scope="module")
 def station(qapp: Any, make_data_dir: Any, gui_config: Any) -> Iterator[tuple[Any, Any, Path]]:
     """(app, window, data_dir): the real station on the replay camera with its window."""
     from station.app import StationApp
@@ -79,10 +73,11 @@ def test_banner_turns_nok_on_defect_and_ok_on_good(
     shoot(window, "01-nok")
     wait_until(lambda: showing(Verdict.OK, good=True), what="OK on a good part")
     assert window.operator.banner.state.title == "OK"
-    shoot(window, "02-ok")
     # The verdict colours come from the theme: green for OK, red for NOK, white text on both.
+    # Read before the screenshots: the line runs on meanwhile and the next part may be NOK.
     bg, fg = window.operator.banner.colors()
     assert bg.name() == window.theme.color("ok") and fg.name() == "#ffffff"
+    shoot(window, "02-ok")
 
 
 def test_touch_targets_and_readouts_are_large_enough(station: Any) -> None:

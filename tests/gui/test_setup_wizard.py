@@ -25,11 +25,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def shoot(screenshot_dir: Path) -> Shooter:
-    return Shooter(screenshot_dir)
-
-
-@pytest.fixture(scope="module")
 def plate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo product with 80 distinct good parts (the wizard collects 60) and 20 defective."""
     from station.demo_product import generate_demo_product

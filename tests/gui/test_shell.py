@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,11 +22,6 @@ from station.core.result import StationState
 pytestmark = pytest.mark.slow
 
 USERS = (("ada", "admin", "1234"), ("tom", "technician", "2222"), ("quinn", "qa", "3333"))
-
-
-@pytest.fixture(scope="module")
-def shoot(screenshot_dir: Path) -> Shooter:
-    return Shooter(screenshot_dir)
 
 
 @pytest.fixture(scope="module")
