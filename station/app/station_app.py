@@ -329,7 +329,7 @@ class StationApp:
                 self.record_event(
                     StationEvent(kind="storage", message=self._db_aside, data={"alarm": True})
                 )
-            if self.cfg.reports.auto:
+            if self.cfg.reports.auto and refused is None:  # a failed line writes no reports
                 self.reporter = ShiftReporter(
                     self._auto_report, self._shift_has_parts,
                     reports_folder(self.cfg, self.data_dir), self.cfg.records.shift_hours,
@@ -715,7 +715,7 @@ class StationApp:
     def model_versions(self, product: str | None = None) -> list[ModelVersion]:
         """A product's versions (default: the configured one), oldest first."""
         product = check_product_name(product or self.product)
-        current = self.store.current(product)
+        current = self.store.current_or_none(product)
         out = []
         for v in self.store.versions(product):
             path = self.store.product_dir(product) / v
@@ -856,8 +856,11 @@ class StationApp:
     def _point_at(
         self, session: Session, action: str, product: str, version: str, reason: str
     ) -> None:
-        """Make `version` current (audited as `action`); the running line switches to it."""
-        before = self.store.current(product)
+        """Make `version` current (audited as `action`); the running line switches to it.
+        A version the line would refuse (unsigned, foreign, altered) is refused here, with the
+        reason, instead of being pointed at and then not run."""
+        load_artifact(self.store.product_dir(product) / version, self.trust())
+        before = self.store.current_or_none(product)
         self._audited(
             session,
             action,

@@ -45,11 +45,14 @@ def to_engine_image(image: np.ndarray, what: str = "image") -> np.ndarray:
 
 def image_size(path: str | Path) -> tuple[int, int] | None:
     """(width, height) from the file's header, without decoding it; None when unknown."""
-    try:
-        from PIL import Image
+    from PIL import Image
 
+    try:
         with Image.open(path) as im:
             return int(im.size[0]), int(im.size[1])
+    except Image.DecompressionBombError:
+        # Pillow refuses to even describe an image this large; it is over any sane limit.
+        return (1 << 16, 1 << 16)
     except Exception:  # not an image PIL knows: read_image will say what is wrong with it
         return None
 

@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 IDLE_TICK_S = 0.2  # how long an idle worker waits before looking at stop / pause again
+BAD_RUN_ALARM = 3  # frames refused in a row before the screen says so (an alarm)
 MODEL_POLL_S = 2.0  # while no model exists, how often the model store is looked at again
 RESULT_QUEUE = 8  # per result subscriber: results hold images, so keep few
 EVENT_QUEUE = 256
@@ -689,6 +690,7 @@ class Line:
         self._on_stopped = on_stopped
         self.stats = LineStats()
         self._lock = threading.RLock()
+        self._bad_run: tuple[int, str] = (0, "")  # frames refused in a row, the last reason
         self._queue = FrameQueue(cfg.inspection.queue_size, on_drop=self._dropped)
         self._results: _Hub[InspectionResult] = _Hub("results", RESULT_QUEUE)
         self._events: _Hub[StationEvent] = _Hub("events", EVENT_QUEUE, drain_on_stop=True)
@@ -825,8 +827,16 @@ class Line:
                 threshold=self._threshold,
                 check_threshold=self._check_threshold,
                 runtime=self._runtime,
-                alarms=(self._shape_alarm,) if self._shape_alarm else (),
+                alarms=tuple(a for a in (self._shape_alarm, self._bad_alarm()) if a),
             )
+
+    def _bad_alarm(self) -> str | None:
+        # The screen still shows the last judged part; parts refused one after another must not
+        # sit under its verdict unnoticed.
+        run, reason = self._bad_run
+        if run < BAD_RUN_ALARM:
+            return None
+        return f"{run} frames in a row not inspected (last: {reason})"
 
     @property
     def state(self) -> StationState:
@@ -856,6 +866,7 @@ class Line:
         self._events.publish(event)
 
     def _publish(self, result: InspectionResult) -> None:
+        self._bad_run = (0, "")
         self._latest = result
         self.stats.add(result)
         for sink in self.sinks:
@@ -867,6 +878,7 @@ class Line:
     ) -> None:
         """A frame refused before a verdict: counted on the screen and an event, every one."""
         n = self.stats.add_bad()
+        self._bad_run = (self._bad_run[0] + 1, reason)
         data: dict[str, object] = {"bad_frames": n}
         if path:
             data["path"] = path

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from station.core.errors import ModelError
+from station.core.files import fsync_dir
 from station.model.preprocess import Preprocessing
 from station.model.signing import SIGNATURE, Signer, Trust
 
@@ -198,9 +199,12 @@ def sign_artifact(path: Path, signer: Signer) -> str:
     path = Path(path)
     load_artifact(path)  # refuses a damaged or tampered one: never sign what does not verify
     body = (path / MANIFEST).read_bytes()
-    tmp = path / f".{SIGNATURE}.tmp"
+    # Beside the version, not in it: an interrupted sign must not leave a file the version's
+    # check refuses ("holds files its manifest does not list").
+    tmp = path.parent / f".{path.name}.{SIGNATURE}.tmp"
     _write_synced(tmp, signer.signature(body))
     os.replace(tmp, path / SIGNATURE)
+    fsync_dir(path)
     return signer.key_id
 
 
@@ -383,6 +387,14 @@ class ModelStore:
         )
         return d / f"v{(max(used) + 1) if used else 1:04d}"
 
+    def current_or_none(self, product: str) -> Path | None:
+        """`current()`, with None for a pointer that names no version (listings, the "before"
+        of an activation: a bad pointer must never block the activation that fixes it)."""
+        try:
+            return self.current(product)
+        except ModelError:
+            return None
+
     def current(self, product: str) -> Path | None:
         """The version in use: the CURRENT pointer, else the newest version."""
         pointer = self.product_dir(product) / CURRENT
@@ -408,7 +420,7 @@ class ModelStore:
         d = self.product_dir(product)
         history = d / HISTORY
         if not history.exists():
-            before = self.current(product)
+            before = self.current_or_none(product)
             if before is not None and before.name != version:  # what ran before any pointer
                 self._note(history, before.name, "(before the first activation)")
         tmp = d / f".{CURRENT}.tmp"
@@ -445,7 +457,7 @@ class ModelStore:
 
     def previous(self, product: str) -> str | None:
         """The version that was current before the current one (for a roll back), or None."""
-        cur = self.current(product)
+        cur = self.current_or_none(product)
         if cur is None:
             return None
         versions = set(self.versions(product))

@@ -87,9 +87,23 @@ def station_signer(data_dir: Path, signing_key: str = "", trust_dir: str = "") -
     if signing_key:
         return Signer.from_file(Path(signing_key).expanduser())
     path = Path(data_dir) / STATION_KEY
-    if not path.is_file():
-        _make_station_key(path, trust_folder(data_dir, trust_dir))
-    return Signer.from_file(path)
+    trust = trust_folder(data_dir, trust_dir)
+    try:
+        if not path.is_file():
+            _make_station_key(path, trust)
+        signer = Signer.from_file(path)
+        # Every time, not only when the key is made: a crash between the two, or a trust
+        # folder that was not writable then, must not leave the station distrusting itself.
+        pub = signer.key.public_key()
+        own = trust / f"station-{key_id(pub)}.pub"
+        if not own.is_file() and os.access(trust if trust.is_dir() else trust.parent, os.W_OK):
+            trust.mkdir(parents=True, exist_ok=True)
+            own.write_bytes(public_pem(pub))
+    except OSError as exc:
+        raise ModelError(
+            f"{path}: the station's signing key cannot be made or read: {exc}"
+        ) from None
+    return signer
 
 
 def _make_station_key(path: Path, trust: Path) -> None:
@@ -113,10 +127,6 @@ def _make_station_key(path: Path, trust: Path) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
-    trust.mkdir(parents=True, exist_ok=True)
-    pub = key.public_key()
-    (trust / f"station-{key_id(pub)}.pub").write_bytes(public_pem(pub))
-    fsync_dir(trust)
 
 
 def trust_folder(data_dir: Path, trust_dir: str = "") -> Path:

@@ -476,7 +476,7 @@ def set_aside_if_damaged(path: str | Path) -> tuple[Path, str] | None:
     Only the station holding the data directory's lock may call this: a reader elsewhere would
     move a file another process has open.
     """
-    path = Path(path)
+    path = Path(path).absolute()  # a file URI needs an absolute path
     if not path.is_file():
         return None
     reason = ""
@@ -489,10 +489,11 @@ def set_aside_if_damaged(path: str | Path) -> tuple[Path, str] | None:
         found = [str(r[0]) for r in rows]
         if found != ["ok"]:
             reason = "; ".join(found[:3]) + (f" (+{len(found) - 3} more)" if len(found) > 3 else "")
+    except sqlite3.OperationalError as exc:
+        # Cannot open or read it (permissions, no file descriptors, I/O, busy): not proof of
+        # damage, and moving a sound database aside would take its users and audit trail.
+        raise StorageError(f"{path}: cannot check the records database: {exc}") from exc
     except sqlite3.DatabaseError as exc:
-        text = str(exc).lower()
-        if "locked" in text or "busy" in text:
-            raise StorageError(f"{path}: cannot check the records database: {exc}") from exc
         reason = str(exc)  # "file is not a database", "database disk image is malformed"
     if not reason:
         return None

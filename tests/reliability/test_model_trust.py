@@ -141,6 +141,27 @@ def test_current_must_name_a_version_of_the_product(
         StationApp(line_config(data), data).store.current("demo")
     reason = _refused(station)
     assert "CURRENT names '../../../tmp/evil'" in reason
+    # The way out the message names works: activating a version mends the pointer.
+    fixer = StationApp(load_config(), data)
+    try:
+        assert [v.version for v in fixer.model_versions("demo")] == ["v0001"]
+        fixer.activate_model(fixer.shell_session(), "v0001", product="demo")
+        assert fixer.store.current("demo") == data / "models" / "demo" / "v0001"
+    finally:
+        fixer.close()
+
+
+def test_a_version_the_line_would_refuse_cannot_be_activated(data: Path) -> None:
+    app = StationApp(load_config(), data)
+    try:
+        session = app.shell_session()
+        v2 = app.set_threshold(session, 30.0, product="demo", reason="test").version
+        (data / "models" / "demo" / v2 / SIGNATURE).unlink()
+        with pytest.raises(ModelError, match="not signed"):
+            app.activate_model(session, v2, product="demo")
+        assert app.store.current("demo").name == "v0001"
+    finally:
+        app.close()
 
 
 def test_product_names_are_checked(demo_product: Path, tmp_path: Path) -> None:

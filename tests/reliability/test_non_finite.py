@@ -59,6 +59,8 @@ def test_a_model_that_scores_nan_judges_nothing_and_says_so(
     st = app.status()
     assert st.counters.inspected == 0  # no verdict at all, so none that says OK
     assert st.counters.bad_frames == 30  # every part, each counted
+    # The screen still shows no verdict: parts refused one after another are an alarm.
+    assert any("30 frames in a row not inspected" in a for a in st.alarms), st.alarms
     with sqlite3.connect(db_path(data)) as conn:
         assert conn.execute("SELECT count(*) FROM inspections").fetchone()[0] == 0
         messages = [
