@@ -101,6 +101,14 @@ def test_a_full_disk_loses_no_verdict(
     assert (inspected, unrecorded) == (PARTS + 1, 0)
     maps = {p for (p,) in sqlite3.connect(db_path(big)).execute(
         "SELECT map_path FROM inspections") if p}  # fmt: skip
+    # An image whose row was rolled back while the disk was full can be left behind; the
+    # retention pass sweeps such orphans (after an hour; here at once).
+    from station.records import Database
+    from station.records.retention import apply_retention
+
+    with Database(db_path(big)) as db:
+        swept = apply_retention(db, big, 90, 100_000, orphan_grace_s=0.0)
     on_disk = {str(p.relative_to(big)) for p in (big / "archive").rglob("*.png")}
     assert on_disk <= paths | maps, sorted(on_disk - paths - maps)[:5]  # no orphan image
+    assert swept.expired == 0 and swept.over_budget == 0  # only orphans went
     assert warned is not None and (failed is None or warned <= failed)

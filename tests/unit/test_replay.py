@@ -16,6 +16,7 @@ from station.camera.genicam import GenICamCamera
 from station.camera.uvc import UVCCamera
 from station.config import CameraConfig, GenICamConfig, ReplayConfig, UVCConfig
 from station.core.errors import CameraError
+from station.core.result import BadFrame, Frame
 
 
 def _write(path: Path, value: int, size: tuple[int, int] = (24, 32)) -> None:
@@ -143,8 +144,13 @@ def test_empty_missing_and_unreadable(tmp_path: Path, flat: Path) -> None:
         ReplayCamera(tmp_path / "empty").open()
     (flat / "b.png").write_bytes(b"not a png")
     with ReplayCamera(flat, fps=0, loop=False) as cam:
-        names = [Path(f.path or "").name for f in cam.frames()]
+        items = list(cam.frames())
+    names = [Path(f.path or "").name for f in items if isinstance(f, Frame)]
+    bad = [f for f in items if isinstance(f, BadFrame)]
     assert names == ["a.png", "c.png"] and cam.skipped == 1
+    # The unreadable file is not skipped in silence: the line gets its reason to count.
+    assert len(bad) == 1 and Path(bad[0].path or "").name == "b.png"
+    assert "not a readable image" in bad[0].reason
     for name in ("a.png", "c.png"):
         (flat / name).write_bytes(b"junk")
     with pytest.raises(CameraError, match="none of its 3 images can be read"):
