@@ -18,10 +18,9 @@ import numpy as np
 
 from station.config import StationConfig
 from station.core.errors import ImageError, StationError, StorageError
-from station.core.overlay import compose
 from station.core.result import InspectionResult, StationEvent, Verdict
 from station.core.worker import Worker
-from station.records.archive import load_archived
+from station.records.archive import archived_picture, load_archived
 from station.records.audit import AuditRow
 from station.records.db import Database, EventRow, InspectionRow
 from station.records.dispositions import (
@@ -97,13 +96,7 @@ def standing_text(dispositions: Sequence[DispositionRow]) -> str:
 
 def thumbnail(data_dir: Path, row: InspectionRow, size: int) -> np.ndarray | None:
     """A small RGB picture of a recorded part with its overlay (None: no image kept)."""
-    try:
-        image, amap = load_archived(data_dir, row.image_path, row.map_path, row.threshold)
-    except (ImageError, OSError):
-        return None
-    if image is None:
-        return None
-    return compose(image, amap, row.threshold, (size, size), mark_peak=row.verdict == Verdict.NOK)
+    return archived_picture(data_dir, row, size, mark_peak=row.verdict == Verdict.NOK)
 
 
 def export_destinations(folder: Path) -> list[tuple[str, Path]]:

@@ -25,12 +25,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from station.core.errors import ImageError
 from station.core.imageio import read_image
+from station.core.overlay import compose
+
+if TYPE_CHECKING:  # only a type: the archive stays below the queries
+    from station.records.db import InspectionRow
 
 MAP_UNITS = 16384  # grey level of a map value equal to the threshold
 MAP_MAX_SIDE = 1024  # long side of a stored map (see the module docstring)
@@ -116,3 +121,17 @@ def load_archived(
     if map_path and (root / map_path).is_file():
         amap = read_map(root / map_path, threshold, size=image.shape[:2])
     return image, amap
+
+
+def archived_picture(
+    data_dir: str | Path, row: InspectionRow, side: int, *, mark_peak: bool
+) -> np.ndarray | None:
+    """A recorded part's archived image with its overlay, fitted into side x side RGB; None
+    when no image is kept or it cannot be read (a thumbnail must never fail a page)."""
+    try:
+        image, amap = load_archived(data_dir, row.image_path, row.map_path, row.threshold)
+    except (ImageError, OSError):
+        return None
+    if image is None:
+        return None
+    return compose(image, amap, row.threshold, (side, side), mark_peak=mark_peak)

@@ -33,10 +33,8 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from station.core.errors import ImageError
 from station.core.files import write_atomic
-from station.core.overlay import compose
-from station.records.archive import load_archived
+from station.records.archive import archived_picture
 from station.records.dispositions import LABELS, Disposition
 from station.reports import charts
 from station.reports.shift_data import ShiftData
@@ -317,13 +315,9 @@ def _disposition_list(data: ShiftData) -> list[Flowable]:
 
 
 def _thumb(data_dir: Path, row: Any, size: int) -> Flowable | None:
-    try:
-        image, amap = load_archived(data_dir, row.image_path, row.map_path, row.threshold)
-    except (ImageError, OSError):
+    rgb = archived_picture(data_dir, row, size * 3, mark_peak=True)
+    if rgb is None:
         return None
-    if image is None:
-        return None
-    rgb = compose(image, amap, row.threshold, (size * 3, size * 3), mark_peak=True)
     ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
     if not ok:
         return None
