@@ -70,7 +70,10 @@ def read_image(path: str | Path, max_megapixels: float | None = None) -> np.ndar
                 f"{p}: {size[0]}x{size[1]} px ({size[0] * size[1] / 1e6:.1f} MP) is over the "
                 f"limit of {max_megapixels:g} MP (camera.max_megapixels)"
             )
-    data = np.fromfile(str(p), dtype=np.uint8)
+    try:
+        data = np.fromfile(str(p), dtype=np.uint8)
+    except OSError as exc:  # gone or unreadable between the check above and the read
+        raise ImageError(f"{p}: cannot be read ({exc.strerror or exc})") from exc
     if data.size == 0:
         raise ImageError(f"{p}: empty file")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)

@@ -28,6 +28,22 @@ def test_corrupt_file_is_a_clear_error(tmp_path: Path):
         read_image(empty)
 
 
+def test_file_gone_between_check_and_read_is_a_clear_error(tmp_path: Path, monkeypatch):
+    """A replay folder renamed while a file is opened (seen in CI) must be an ImageError, which
+    the camera turns into a bad frame or a lost source, not an OSError that ends acquisition.
+    The read fails through a patched np.fromfile because the window between the existence
+    check and the read is too narrow to hit on demand."""
+    f = tmp_path / "part.png"
+    cv2.imwrite(str(f), np.zeros((32, 32), np.uint8))
+
+    def vanished(*_args, **_kw):
+        raise FileNotFoundError(2, "No such file or directory", str(f))
+
+    monkeypatch.setattr(np, "fromfile", vanished)
+    with pytest.raises(ImageError, match=r"part.png: cannot be read \(No such file or directory\)"):
+        read_image(f)
+
+
 def test_tiny_image_is_a_clear_error(demo_patchcore):
     with pytest.raises(ImageError, match=r"8x8 px is too small"):
         demo_patchcore.predict(np.zeros((8, 8), np.uint8))
