@@ -61,6 +61,7 @@ class ProductModels:
             self.cfg.model.runtime,
             threads=self.cfg.model.threads,
             trust=self.trust() if self.trust is not None else None,
+            product=self.product,
         )
 
     def release(self, model: PatchCore) -> None:

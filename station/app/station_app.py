@@ -63,7 +63,7 @@ from station.model.artifact import (
     now_iso,
     read_manifest,
     sign_artifact,
-    write_artifact,
+    write_derived,
 )
 from station.model.signing import Trust, station_signer, trust_folder
 from station.records.audit import AuditRow, AuditTrail, Verification
@@ -859,7 +859,7 @@ class StationApp:
         """Make `version` current (audited as `action`); the running line switches to it.
         A version the line would refuse (unsigned, foreign, altered) is refused here, with the
         reason, instead of being pointed at and then not run."""
-        load_artifact(self.store.product_dir(product) / version, self.trust())
+        load_artifact(self.store.product_dir(product) / version, self.trust(), product=product)
         before = self.store.current_or_none(product)
         self._audited(
             session,
@@ -992,7 +992,7 @@ class StationApp:
             created_at=now_iso(),
             files={},
         )
-        write_artifact(out, manifest, artifact.bank, artifact.onnx_path, self.store.signer())
+        write_derived(out, manifest, artifact, self.store.signer())
         self.access.record(
             session,
             "model_save",

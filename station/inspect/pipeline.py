@@ -955,7 +955,9 @@ class Line:
             if self._model_missing_reason == reason:
                 return
             self._model_missing_reason = reason
-            self._update(reason)
+            # Forced while already without a model: "no model" turning into "model refused:
+            # made for another product" must reach the screen, not only the first reason.
+            self._update(reason, force=self._state == StationState.MODEL_MISSING)
 
     def _camera_up(self, desc: str, reason: str) -> None:
         with self._lock:

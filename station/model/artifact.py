@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import hashlib
+import io
 import json
 import math
 import os
@@ -137,10 +138,20 @@ class ModelArtifact:
     path: Path
     manifest: Manifest
     bank: np.ndarray
+    # The extractor as it was hashed: runtimes and derived versions use these bytes, never a
+    # second read of the file, which could have been swapped after the check.
+    onnx_bytes: bytes = b""
+    # The trusted key that signed it; None when unsigned (allowed) or loaded without a trust.
+    signed_by: str | None = None
 
     @property
     def onnx_path(self) -> Path:
         return self.path / ONNX
+
+    @property
+    def onnx_model(self) -> bytes | Path:
+        """What a runtime loads: the verified bytes where the loader kept them."""
+        return self.onnx_bytes or self.onnx_path
 
     @property
     def version(self) -> str:
@@ -151,7 +162,7 @@ def write_artifact(
     out: Path,
     manifest: Manifest,
     bank: np.ndarray,
-    onnx_file: Path,
+    onnx_file: Path | bytes,
     signer: Signer | None = None,
 ) -> Path:
     """Write atomically: build in a temp dir beside `out`, then rename into place. With a
@@ -163,7 +174,10 @@ def write_artifact(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         np.save(tmp / BANK, np.ascontiguousarray(bank, dtype=np.float32), allow_pickle=False)
-        shutil.copyfile(onnx_file, tmp / ONNX)
+        if isinstance(onnx_file, bytes):
+            _write_synced(tmp / ONNX, onnx_file)
+        else:
+            shutil.copyfile(onnx_file, tmp / ONNX)
         files = {
             name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
             for name in (BANK, ONNX)
@@ -182,6 +196,25 @@ def write_artifact(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def write_derived(
+    out: Path,
+    manifest: Manifest,
+    base: ModelArtifact,
+    signer: Signer | None,
+    bank: np.ndarray | None = None,
+) -> Path:
+    """A version made from `base` (a new limit; a new `bank`): `base`'s verified extractor,
+    signed only when `base` was verified as signed by a trusted key: a model let through
+    unsigned (model.allow_unsigned) must not come out of a derivation signed."""
+    return write_artifact(
+        out,
+        manifest,
+        base.bank if bank is None else bank,
+        base.onnx_model,
+        signer if base.signed_by is not None else None,
+    )
 
 
 def _write_synced(path: Path, data: bytes) -> None:
@@ -283,39 +316,55 @@ def _check_limits(path: Path, m: Manifest) -> None:
         raise ModelError(f"{path}: check limit {c!r} is not a positive number below {t:g}")
 
 
-def load_artifact(path: str | Path, trust: Trust | None = None) -> ModelArtifact:
+def load_artifact(
+    path: str | Path, trust: Trust | None = None, *, product: str | None = None
+) -> ModelArtifact:
     """Load and verify every file of a model version; refuse truncated or tampered ones.
 
     With `trust`, also refuse a version not signed by a trusted key (the line passes the
-    station's; tools that only read a model, like evaluate, check the files alone).
+    station's; tools that only read a model, like evaluate, check the files alone). With
+    `product`, refuse another product's model put into this product's folder.
     """
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"{path}: model folder not found")
     manifest, _, body = _read_manifest(path)
+    if product is not None and manifest.product != product:
+        raise ModelError(
+            f"{path}: the model was made for product '{manifest.product}', not '{product}'; "
+            "copied into the wrong folder? Fit or import it for this product"
+        )
     _check_file_list(path, manifest.files)
     _check_limits(path, manifest)
-    if trust is not None:
-        trust.check(path, body)
+    signed_by = trust.check(path, body) if trust is not None else None
+    contents: dict[str, bytes] = {}
     for name, meta in manifest.files.items():
         f = path / name
         if not f.is_file() or f.is_symlink():
             raise ModelError(f"{path}: file {name} is missing (or not a plain file)")
-        size = f.stat().st_size
-        if size != meta["bytes"]:
+        # Checked and used from one read: a file swapped between a check and a second read
+        # would run unchecked.
+        try:
+            data = f.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"{path}: {name} cannot be read ({exc.strerror or exc})") from None
+        if len(data) != meta["bytes"]:
             raise ModelError(
-                f"{path}: {name} is truncated or altered: {size} bytes, "
+                f"{path}: {name} is truncated or altered: {len(data)} bytes, "
                 f"manifest says {meta['bytes']}"
             )
-        if sha256_file(f) != meta["sha256"]:
+        if hashlib.sha256(data).hexdigest() != meta["sha256"]:
             raise ModelError(f"{path}: {name} was modified after it was written (hash mismatch)")
+        contents[name] = data
     try:
-        bank = np.load(path / BANK, allow_pickle=False)
+        bank = np.load(io.BytesIO(contents.pop(BANK)), allow_pickle=False)
     except ValueError as exc:
         raise ModelError(f"{path}: {BANK} is not a plain array file ({exc})") from None
     if bank.ndim != 2 or bank.shape[0] != manifest.bank_size:
         raise ModelError(f"{path}: memory bank shape {bank.shape} disagrees with the manifest")
-    return ModelArtifact(path, manifest, bank.astype(np.float32, copy=False))
+    return ModelArtifact(
+        path, manifest, bank.astype(np.float32, copy=False), contents[ONNX], signed_by
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,4 +533,4 @@ class ModelStore:
             files={},
             **changes,
         )
-        return write_artifact(out, manifest, artifact.bank, artifact.onnx_path, self.signer())
+        return write_derived(out, manifest, artifact, self.signer())

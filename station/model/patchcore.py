@@ -102,10 +102,11 @@ class PatchCore:
         threads: int = 0,
         weights: str | None = None,
         trust: Trust | None = None,
+        product: str | None = None,
     ) -> PatchCore:
         """Load an artifact and the runtime that runs it (torch, onnx or tensorrt); with
-        `trust`, only a version signed by a trusted key."""
-        artifact = load_artifact(path, trust)
+        `trust`, only a version signed by a trusted key; with `product`, only that product's."""
+        artifact = load_artifact(path, trust, product=product)
         rt = create_runtime(runtime, artifact, threads=threads, weights=weights)
         backend = "torch" if rt.kind == RuntimeKind.TORCH else "faiss"
         return cls(artifact, rt, MemoryBank(artifact.bank, backend=backend, threads=threads))
@@ -155,7 +156,7 @@ def create_runtime(
     if kind == RuntimeKind.ONNX:
         from station.runtime.onnx_runtime import OnnxRuntime
 
-        return OnnxRuntime(artifact.onnx_path, threads=threads)
+        return OnnxRuntime(artifact.onnx_model, threads=threads)
     if kind == RuntimeKind.TORCH:
         from station.runtime.torch_runtime import TorchRuntime
 

@@ -15,7 +15,8 @@ class OnnxRuntime:
 
     kind = RuntimeKind.ONNX
 
-    def __init__(self, onnx_path: Path, threads: int = 0) -> None:
+    def __init__(self, onnx_path: Path | bytes, threads: int = 0) -> None:
+        """`onnx_path` is a file, or the model's bytes (as verified by the artifact loader)."""
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -26,10 +27,13 @@ class OnnxRuntime:
             opts.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(
-                str(onnx_path), opts, providers=["CPUExecutionProvider"]
+                onnx_path if isinstance(onnx_path, bytes) else str(onnx_path),
+                opts,
+                providers=["CPUExecutionProvider"],
             )
         except Exception as exc:
-            raise ModelError(f"{onnx_path}: ONNX Runtime cannot load it ({exc})") from None
+            what = "the ONNX model" if isinstance(onnx_path, bytes) else onnx_path
+            raise ModelError(f"{what}: ONNX Runtime cannot load it ({exc})") from None
         self._input = self.session.get_inputs()[0].name
 
     def features(self, batch: np.ndarray) -> np.ndarray:

@@ -23,8 +23,9 @@ from station.core.result import (
     Verdict,
 )
 from station.inspect.pipeline import FrameQueue
-from station.model.artifact import ModelArtifact
+from station.model.artifact import ONNX, ModelArtifact, load_artifact, write_artifact
 from station.model.patchcore import PatchCore
+from station.model.signing import Signer
 from station.records import Database, db_path, shift_key
 
 N_TEST_IMAGES = 30  # the conftest demo product: test/good 10 + 4 defect types x 5
@@ -312,6 +313,7 @@ def test_model_missing_then_installed(
     station_factory: Callable[..., StationApp],
     tmp_path: Path,
     trust_plant_key: Callable[[Path], Path],
+    plant_key: Signer,
 ) -> None:
     data = trust_plant_key(tmp_path / "data")
     station = station_factory(line_config(demo_product, fps=20.0, product="widget"), data)
@@ -321,22 +323,37 @@ def test_model_missing_then_installed(
     assert "no model for product 'widget'" in st.reason
     assert st.counters.inspected == 0 and not (data / "models" / "demo").exists()
 
-    # A technician installs a model: the line picks it up without a restart.
-    shutil.copytree(demo_model, data / "models" / "widget" / "v0001")
+    # Another product's model copied into this product's folder is refused, naming both.
+    wrong = data / "models" / "widget" / "v0001"
+    shutil.copytree(demo_model, wrong)
+    station.line.reload_model()
+    wait_until(lambda: "made for product 'demo'" in station.status().reason, 30, "refusal")
+    assert station.status().state == StationState.MODEL_MISSING
+    assert "not 'widget'" in station.status().reason and station.status().counters.inspected == 0
+
+    # A technician installs a model made for the product: picked up without a restart.
+    demo = load_artifact(demo_model)
+    shutil.rmtree(wrong)
+    widget = dataclasses.replace(demo.manifest, product="widget", version="v0002", files={})
+    write_artifact(
+        data / "models" / "widget" / "v0002", widget, demo.bank, demo_model / ONNX, plant_key
+    )
     station.line.reload_model()
     wait_until(
         lambda: station.status().state == StationState.RUNNING, 30, "running with the new model"
     )
     wait_until(lambda: station.status().counters.inspected >= 2, 30, "inspections")
-    assert station.status().model_version == "demo/v0001"
+    assert station.status().model_version == "widget/v0002"
     assert station.stop(10)
     db = Database(db_path(data))
     try:
         states = [e.state for e in sorted(db.query_events(kind="state"), key=lambda e: e.id)]
     finally:
         db.close()
-    assert states[:3] == [StationState.STARTING, StationState.MODEL_MISSING, StationState.STARTING]
-    assert StationState.RUNNING in states
+    # Missing, then the same state with its new reason (the wrong product), then running.
+    missing = StationState.MODEL_MISSING
+    assert states[:3] == [StationState.STARTING, missing, missing]
+    assert states.index(StationState.RUNNING) > 2
 
 
 def test_drift_level_changes_are_events(

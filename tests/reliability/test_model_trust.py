@@ -6,6 +6,7 @@ data directory could, and checks that the line refuses it with a message naming 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -232,3 +233,41 @@ def test_a_trusted_key_added_later_counts_without_a_restart(
     # The admin puts the plant key back: the line picks the model up at its next look.
     shutil.copytree(plant_trust, data / "trust")
     wait_until(lambda: app.status().counters.inspected >= 1, 60, "the model, trusted again")
+
+
+def test_a_model_let_in_unsigned_stays_unsigned_when_derived(data: Path) -> None:
+    """With model.allow_unsigned, a new limit on an unsigned model must not come out signed
+    by the station: that would turn a model nobody vouched for into a trusted one."""
+    (data / "models" / "demo" / "v0001" / SIGNATURE).unlink()
+    cfg = load_config()
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, allow_unsigned=True))
+    app = StationApp(cfg, data)
+    try:
+        v2 = app.set_threshold(app.shell_session(), 30.0, product="demo", reason="test").version
+        assert not (data / "models" / "demo" / v2 / SIGNATURE).exists()
+        with pytest.raises(ModelError, match="not signed"):
+            load_artifact(data / "models" / "demo" / v2, Trust.load(data / "trust"))
+    finally:
+        app.close()
+
+
+def test_files_swapped_after_the_check_are_never_used(data: Path) -> None:
+    """The extractor and the bank are used from the bytes that were hashed: an ONNX file or a
+    bank replaced after the check reaches neither the runtime nor a derived version."""
+    version = data / "models" / "demo" / "v0001"
+    original = (version / "feature_extractor.onnx").read_bytes()
+    artifact = load_artifact(version, Trust.load(data / "trust"))
+    assert artifact.onnx_bytes == original and artifact.signed_by is not None
+    (version / "feature_extractor.onnx").write_bytes(b"swapped after the check")
+    np.save(version / "memory_bank.npy", np.zeros_like(artifact.bank))
+
+    from station.model.artifact import write_derived
+    from station.model.memory_bank import MemoryBank
+    from station.model.patchcore import PatchCore, create_runtime
+
+    runtime = create_runtime("onnx", artifact)  # from the checked bytes: loads and runs
+    model = PatchCore(artifact, runtime, MemoryBank(artifact.bank))
+    assert model.predict(np.full((64, 64), 128, np.uint8)).score > 0
+    out = write_derived(data / "derived" / "v0002", artifact.manifest, artifact, None)
+    assert (out / "feature_extractor.onnx").read_bytes() == original
+    assert np.array_equal(load_artifact(out).bank, artifact.bank)
