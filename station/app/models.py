@@ -14,7 +14,8 @@ from station.config import StationConfig
 from station.core.result import StationEvent
 from station.model.artifact import ModelStore
 from station.model.patchcore import PatchCore
-from station.model.signing import Trust
+from station.model.signing import EngineSealer, Trust
+from station.runtime.base import RuntimeKind
 
 
 def uses_demo_replay(cfg: StationConfig) -> bool:
@@ -56,12 +57,19 @@ class ProductModels:
 
     def load(self, path: Path) -> PatchCore:
         """Load with the configured runtime and threads."""
+        trust = self.trust() if self.trust is not None else None
+        seal = None
+        if self.cfg.model.runtime == RuntimeKind.TENSORRT and trust is not None:
+            signer = self.store.signer()
+            if signer is not None:  # engines built here are reused only if sealed here
+                seal = EngineSealer(signer, trust)
         return PatchCore.load(
             path,
             self.cfg.model.runtime,
             threads=self.cfg.model.threads,
-            trust=self.trust() if self.trust is not None else None,
+            trust=trust,
             product=self.product,
+            seal=seal,
         )
 
     def release(self, model: PatchCore) -> None:

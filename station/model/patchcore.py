@@ -14,6 +14,7 @@ from station.core.errors import ModelError, StationError
 from station.core.imageio import list_images
 from station.core.result import StageTimes
 from station.model.artifact import (
+    ENGINES,
     Manifest,
     ModelArtifact,
     load_artifact,
@@ -28,7 +29,7 @@ from station.model.preprocess import (
     prepare,
 )
 from station.model.signing import Trust
-from station.runtime.base import Runtime, RuntimeKind
+from station.runtime.base import EngineSeal, Runtime, RuntimeKind
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,13 @@ class PatchCore:
         weights: str | None = None,
         trust: Trust | None = None,
         product: str | None = None,
+        seal: EngineSeal | None = None,
     ) -> PatchCore:
         """Load an artifact and the runtime that runs it (torch, onnx or tensorrt); with
-        `trust`, only a version signed by a trusted key; with `product`, only that product's."""
+        `trust`, only a version signed by a trusted key; with `product`, only that product's;
+        with `seal`, TensorRT engines are sealed when built and checked when reused."""
         artifact = load_artifact(path, trust, product=product)
-        rt = create_runtime(runtime, artifact, threads=threads, weights=weights)
+        rt = create_runtime(runtime, artifact, threads=threads, weights=weights, seal=seal)
         backend = "torch" if rt.kind == RuntimeKind.TORCH else "faiss"
         return cls(artifact, rt, MemoryBank(artifact.bank, backend=backend, threads=threads))
 
@@ -149,7 +152,12 @@ def extractor_for(m: Manifest, bb: LoadedBackbone) -> FeatureExtractor:
 
 
 def create_runtime(
-    kind: str, artifact: ModelArtifact, *, threads: int = 0, weights: str | None = None
+    kind: str,
+    artifact: ModelArtifact,
+    *,
+    threads: int = 0,
+    weights: str | None = None,
+    seal: EngineSeal | None = None,
 ) -> Runtime:
     """The runtime named in config for this artifact; errors say why one cannot run here."""
     m = artifact.manifest
@@ -171,7 +179,7 @@ def create_runtime(
     if kind == RuntimeKind.TENSORRT:
         from station.runtime.tensorrt_runtime import TensorRTRuntime
 
-        return TensorRTRuntime(artifact.onnx_path, cache_dir=artifact.path / "engines")
+        return TensorRTRuntime(artifact.onnx_path, cache_dir=artifact.path / ENGINES, seal=seal)
     raise ModelError(f"unknown runtime '{kind}' (torch, onnx, tensorrt)")
 
 

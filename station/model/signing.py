@@ -168,26 +168,58 @@ class Trust:
                 f"({self.folder}). Sign it here with `station models sign`, or an admin sets "
                 "model.allow_unsigned = true"
             )
+        return self.verify(
+            sig_path.read_bytes(),
+            manifest_bytes,
+            record_name=str(sig_path),
+            what=f"{model_dir}: model",
+            changed="does not match the manifest: the model was changed after it was signed",
+        )
+
+    def verify(
+        self, record_bytes: bytes, data: bytes, *, record_name: str, what: str, changed: str
+    ) -> str:
+        """The trusted key id that signed `data` in a signature record; ModelError naming
+        `what` (damaged record, unknown key, or `changed` when the signature does not match)."""
         try:
-            record = json.loads(sig_path.read_text())
+            record = json.loads(record_bytes)
             kid, sig = str(record["key"]), base64.b64decode(record["signature"], validate=True)
             algorithm = record.get("algorithm")
         except (ValueError, KeyError, TypeError) as exc:
-            raise ModelError(f"{sig_path}: signature file is damaged ({exc})") from None
+            raise ModelError(f"{record_name}: signature file is damaged ({exc})") from None
         if algorithm != ALGORITHM:
-            raise ModelError(f"{sig_path}: signature algorithm {algorithm!r} is not {ALGORITHM}")
+            raise ModelError(f"{record_name}: signature algorithm {algorithm!r} is not {ALGORITHM}")
         public = self.keys.get(kid)
         if public is None:
             known = ", ".join(sorted(self.keys)) or "none"
             raise ModelError(
-                f"{model_dir}: model is signed by key {kid}, which is not in the trust folder "
+                f"{what} is signed by key {kid}, which is not in the trust folder "
                 f"{self.folder} (trusted: {known})"
             )
         try:
-            public.verify(sig, manifest_bytes)
+            public.verify(sig, data)
         except InvalidSignature:
-            raise ModelError(
-                f"{model_dir}: signature by key {kid} does not match the manifest: the model "
-                "was changed after it was signed"
-            ) from None
+            raise ModelError(f"{what}: signature by key {kid} {changed}") from None
         return kid
+
+
+@dataclass(frozen=True)
+class EngineSealer:
+    """Seals engines this station builds with its key; accepts seals by a trusted key."""
+
+    signer: Signer
+    trust: Trust
+
+    def seal(self, data: bytes) -> bytes:
+        """The seal record for `data`."""
+        return self.signer.signature(data)
+
+    def check(self, data: bytes, record: bytes, what: str) -> None:
+        """ModelError unless `record` is a trusted key's seal of `data`."""
+        self.trust.verify(
+            record,
+            data,
+            record_name=what,
+            what=f"{what}: engine",
+            changed="does not match the engine: it was changed after it was built",
+        )

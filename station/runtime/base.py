@@ -29,3 +29,16 @@ class Runtime(Protocol):
     def features(self, batch: np.ndarray) -> np.ndarray: ...
 
     def close(self) -> None: ...
+
+
+class EngineSeal(Protocol):
+    """Seals what a runtime builds on this machine (TensorRT engines) and checks seals on
+    reuse: a model's signature covers its ONNX file, not an engine built from it later."""
+
+    def seal(self, data: bytes) -> bytes:
+        """The seal record for `data`."""
+        ...
+
+    def check(self, data: bytes, record: bytes, what: str) -> None:
+        """ModelError naming `what` unless `record` is a trusted seal of `data`."""
+        ...

@@ -39,7 +39,7 @@ def build_knn_engine(
     session = _GpuSession(device)
     try:
         return _build_knn_in(
-            session, arr, k, Path(cache_dir), feature_shape, workspace_mb, max_points
+            session, arr, k, Path(cache_dir), feature_shape, workspace_mb, max_points=max_points
         )
     finally:
         session.close()
@@ -69,7 +69,7 @@ class GpuKnn:
         self._session = _GpuSession(device)
         try:
             self.build = _build_knn_in(
-                self._session, arr, k, Path(cache_dir), None, workspace_mb, max_points
+                self._session, arr, k, Path(cache_dir), None, workspace_mb, max_points=max_points
             )
             with self._session.active():
                 self._runner = _EngineRunner(self._session, self.build.path)

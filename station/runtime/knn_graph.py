@@ -138,7 +138,13 @@ def write_knn_onnx(
     """Save knn_onnx_model under cache_dir, named by its content hash; reuse it if present."""
     data = knn_onnx_model(bank, k, feature_shape=feature_shape).SerializeToString()
     path = Path(cache_dir) / f"knn-{hashlib.sha256(data).hexdigest()[:16]}.onnx"
-    if not (path.is_file() and path.stat().st_size == len(data)):
+    # Reused only when its bytes are these: a file of the same size with other content
+    # (another bank, an edit) would give other neighbours.
+    try:
+        same = path.is_file() and path.read_bytes() == data
+    except OSError:
+        same = False
+    if not same:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, data)
     return path

@@ -34,7 +34,7 @@ import numpy as np
 
 from station.core.errors import ConfigError, ImageError, ModelError, RuntimeUnavailable
 from station.core.files import write_atomic
-from station.runtime.base import RuntimeKind
+from station.runtime.base import EngineSeal, RuntimeKind
 from station.runtime.knn_graph import load_bank, write_knn_onnx
 
 log = logging.getLogger(__name__)
@@ -408,6 +408,39 @@ def read_engine_metadata(engine_path: Path) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+SEAL_SUFFIX = ".seal"
+
+
+def _sealed_bytes(engine_path: Path, plan: bytes | memoryview) -> bytes:
+    """What a seal covers: the plan's hash and the engine's name (its cache key)."""
+    return hashlib.sha256(plan).digest() + Path(engine_path).name.encode()
+
+
+def seal_engine(engine_path: Path, plan: bytes | memoryview, seal: EngineSeal | None) -> None:
+    """Seal an engine this station built: the model's signature covers the ONNX file, not an
+    engine built from it later, so without a seal anyone who can write the cache could swap in
+    an engine that computes anything."""
+    if seal is not None:
+        _write_file(
+            Path(engine_path).with_suffix(SEAL_SUFFIX), seal.seal(_sealed_bytes(engine_path, plan))
+        )
+
+
+def check_sealed(engine_path: Path, plan: bytes, seal: EngineSeal | None) -> None:
+    """ModelError unless `plan` (the bytes about to be deserialized) carries a trusted seal."""
+    if seal is None:
+        return
+    record_path = Path(engine_path).with_suffix(SEAL_SUFFIX)
+    try:
+        record = record_path.read_bytes()
+    except OSError:
+        raise ModelError(
+            f"{engine_path}: not sealed by this station ({record_path.name} missing); "
+            "it is rebuilt from the signed ONNX model"
+        ) from None
+    seal.check(_sealed_bytes(engine_path, plan), record, str(engine_path))
+
+
 def _make_calibrator(
     session: _GpuSession, batches: Iterator[np.ndarray], cache_path: Path, shape: tuple[int, ...]
 ) -> Any:
@@ -575,6 +608,7 @@ def _build_in(
     max_batch: int,
     calibration_id: str,
     force: bool = False,
+    seal: EngineSeal | None = None,
 ) -> EngineBuild:
     """build_engine on an open session."""
     if precision not in PRECISIONS:
@@ -625,6 +659,7 @@ def _build_in(
             )
         seconds = time.perf_counter() - start
         _write_file(engine_path, memoryview(plan))
+        seal_engine(engine_path, memoryview(plan), seal)
         meta = {
             "key": key,
             "onnx": str(onnx_path),
@@ -652,8 +687,10 @@ def build_engine(
     max_batch: int = 8,
     calibration_id: str = "",
     device: int = 0,
+    seal: EngineSeal | None = None,
 ) -> EngineBuild:
-    """Build (or find in cache_dir) the TensorRT engine for an ONNX model on this GPU.
+    """Build (or find in cache_dir) the TensorRT engine for an ONNX model on this GPU; with
+    `seal`, the engine is sealed (and a cached one must carry a valid seal to be reused).
 
     `calibration` (INT8 only) yields float32 NCHW batches of the product's good images; name
     the set with `calibration_id` (e.g. product + model version) so engines calibrated on other
@@ -670,6 +707,7 @@ def build_engine(
             workspace_mb=workspace_mb,
             max_batch=max_batch,
             calibration_id=calibration_id,
+            seal=seal,
         )
     finally:
         session.close()
@@ -724,13 +762,16 @@ class _Buffer:
 class _EngineRunner:
     """A deserialized engine, its execution context and buffers; context must be current."""
 
-    def __init__(self, session: _GpuSession, engine_path: Path) -> None:
+    def __init__(
+        self, session: _GpuSession, engine_path: Path, seal: EngineSeal | None = None
+    ) -> None:
         trt, cuda = session.trt, session.cuda
         self._session = session
         try:
             plan = Path(engine_path).read_bytes()
         except OSError as exc:
             raise ModelError(f"{engine_path}: cannot read TensorRT engine: {exc}") from None
+        check_sealed(engine_path, plan, seal)  # on the bytes that are deserialized below
         session.logger.take_errors()
         self._runtime = trt.Runtime(session.logger)
         engine = self._runtime.deserialize_cuda_engine(plan)
@@ -832,8 +873,9 @@ class TensorRTRuntime:
         workspace_mb: int = 1024,
         max_batch: int = 8,
         device: int = 0,
+        seal: EngineSeal | None = None,
     ) -> None:
-        self._setup(_GpuSession(device), Path(cache_dir), workspace_mb)
+        self._setup(_GpuSession(device), Path(cache_dir), workspace_mb, seal)
         options: dict[str, Any] = dict(
             precision=precision,
             calibration=calibration,
@@ -841,6 +883,7 @@ class TensorRTRuntime:
             workspace_mb=workspace_mb,
             max_batch=max_batch,
             calibration_id=calibration_id,
+            seal=seal,
         )
         try:
             self.build = _build_in(self._session, Path(onnx_path), **options)
@@ -849,8 +892,8 @@ class TensorRTRuntime:
             except ModelError as exc:
                 if not self.build.from_cache:
                     raise
-                # A cached engine that no longer loads (driver update, damaged file): rebuild,
-                # which is what a person would do by hand.
+                # A cached engine that no longer loads (driver update, damaged file, no valid
+                # seal): rebuild, which is what a person would do by hand.
                 log.warning("cached engine unusable, rebuilding: %s", exc)
                 self.build = _build_in(self._session, Path(onnx_path), force=True, **options)
                 self._runner = self._open(self.build.path)
@@ -861,7 +904,12 @@ class TensorRTRuntime:
 
     @classmethod
     def from_engine(
-        cls, engine_path: Path, *, cache_dir: Path | None = None, device: int = 0
+        cls,
+        engine_path: Path,
+        *,
+        cache_dir: Path | None = None,
+        device: int = 0,
+        seal: EngineSeal | None = None,
     ) -> TensorRTRuntime:
         """Open a prebuilt engine (with its JSON sidecar); ModelError if built for another GPU."""
         engine_path = Path(engine_path)
@@ -872,7 +920,7 @@ class TensorRTRuntime:
                 "engines must come from build_engine so their GPU and TensorRT can be checked"
             )
         self = cls.__new__(cls)
-        self._setup(_GpuSession(device), Path(cache_dir or engine_path.parent), 1024)
+        self._setup(_GpuSession(device), Path(cache_dir or engine_path.parent), 1024, seal)
         try:
             check_engine_metadata(
                 meta,
@@ -889,9 +937,12 @@ class TensorRTRuntime:
             raise
         return self
 
-    def _setup(self, session: _GpuSession, cache_dir: Path, workspace_mb: int) -> None:
+    def _setup(
+        self, session: _GpuSession, cache_dir: Path, workspace_mb: int, seal: EngineSeal | None
+    ) -> None:
         """State shared by both constructors."""
         self._session = session
+        self._seal = seal
         self._cache_dir = cache_dir
         self._workspace_mb = workspace_mb
         self._knn: _EngineRunner | None = None
@@ -922,7 +973,7 @@ class TensorRTRuntime:
     def _open(self, engine_path: Path) -> _EngineRunner:
         """Deserialize an engine with the session's context current; freed on close()."""
         with self._session.active():
-            runner = _EngineRunner(self._session, engine_path)
+            runner = _EngineRunner(self._session, engine_path, self._seal)
         self._session.on_close.append(runner.free)
         return runner
 
@@ -967,11 +1018,23 @@ class TensorRTRuntime:
         _, c, h, w = self.output_shape
         # One image per kNN execution: its P x M distance matrix is the big activation
         # (1600 patches x 40000 bank rows = 256 MB); a whole batch at once would not fit a Jetson.
+        one_image = (1, c, h, w)
         build = _build_knn_in(
-            self._session, bank_arr, k, self._cache_dir, (1, c, h, w), self._workspace_mb
+            self._session, bank_arr, k, self._cache_dir, one_image, self._workspace_mb, self._seal
         )
         self._free_knn()
-        self._knn, self.knn_k = self._open(build.path), k
+        try:
+            self._knn = self._open(build.path)
+        except ModelError as exc:
+            if not build.from_cache:
+                raise
+            log.warning("cached kNN engine unusable, rebuilding: %s", exc)
+            build = _build_knn_in(
+                self._session, bank_arr, k, self._cache_dir, one_image, self._workspace_mb,
+                self._seal, force=True,
+            )  # fmt: skip
+            self._knn = self._open(build.path)
+        self.knn_k = k
         try:
             with self._session.active():
                 for name in ("distances", "indices"):
@@ -1060,6 +1123,9 @@ def _build_knn_in(
     cache_dir: Path,
     feature_shape: tuple[int, int, int, int] | None,
     workspace_mb: int,
+    seal: EngineSeal | None = None,
+    *,
+    force: bool = False,
     max_points: int = 1,
 ) -> EngineBuild:
     """Write the kNN ONNX graph into the cache (named by its hash) and build its fp32 engine."""
@@ -1073,4 +1139,6 @@ def _build_knn_in(
         workspace_mb=workspace_mb,
         max_batch=max_points,
         calibration_id="",
+        force=force,
+        seal=seal,
     )

@@ -298,6 +298,12 @@ def test_write_knn_onnx_is_named_by_content(tmp_path: Path) -> None:
     assert write_knn_onnx(bank, 2, cache_dir=tmp_path) != a
     assert write_knn_onnx(bank * 2, 1, cache_dir=tmp_path) != a
     onnx.checker.check_model(str(a))
+    # A cached graph edited in place (same size, other bank values) is written again.
+    good = a.read_bytes()
+    edited = bytearray(good)
+    edited[-40] ^= 0xFF
+    a.write_bytes(bytes(edited))
+    assert write_knn_onnx(bank, 1, cache_dir=tmp_path) == a and a.read_bytes() == good
 
 
 # -- missing libraries and GPU --------------------------------------------------------------------

@@ -271,3 +271,30 @@ def test_files_swapped_after_the_check_are_never_used(data: Path) -> None:
     out = write_derived(data / "derived" / "v0002", artifact.manifest, artifact, None)
     assert (out / "feature_extractor.onnx").read_bytes() == original
     assert np.array_equal(load_artifact(out).bank, artifact.bank)
+
+
+def test_engines_are_sealed_and_a_swapped_engine_is_refused(data: Path, tmp_path: Path) -> None:
+    """A TensorRT engine is built on the station from the signed ONNX model, so the model's
+    signature cannot cover it: the station seals what it builds and reuses only sealed engines.
+    The seal functions are TensorRT's own (station.runtime.tensorrt_runtime), run here on a real
+    file without a GPU; the engine bytes stand for a plan, which is opaque to them."""
+    from station.model.signing import EngineSealer, station_signer
+    from station.runtime.tensorrt_runtime import check_sealed, seal_engine
+
+    signer = station_signer(data)
+    sealer = EngineSealer(signer, Trust.load(data / "trust"))
+    engine = data / "models" / "demo" / "v0001" / "engines" / "x.fp16.0123456789abcdef.engine"
+    engine.parent.mkdir()
+    plan = bytes(range(256)) * 64
+    engine.write_bytes(plan)
+    with pytest.raises(ModelError, match=r"not sealed by this station \(x.fp16.*\.seal missing\)"):
+        check_sealed(engine, plan, sealer)
+    seal_engine(engine, plan, sealer)
+    check_sealed(engine, plan, sealer)  # the engine as built
+    with pytest.raises(ModelError, match="changed after it was built"):
+        check_sealed(engine, plan[:-1] + b"\0", sealer)
+    # Sealed by a key this station does not trust (another machine's cache copied in).
+    stranger = EngineSealer(station_signer(tmp_path / "other"), Trust.load(data / "trust"))
+    seal_engine(engine, plan, stranger)
+    with pytest.raises(ModelError, match=f"signed by key {stranger.signer.key_id}"):
+        check_sealed(engine, plan, sealer)
