@@ -66,6 +66,23 @@ def run(args: argparse.Namespace) -> int:
         f"  threshold {report.threshold:.4g} for FNR <= {report.target_fnr}: FNR {_fmt(report.fnr)}"
         f", FPR {_fmt(report.fpr)} (tp {c['tp']}, fn {c['fn']}, fp {c['fp']}, tn {c['tn']})"
     )
+    print(
+        f"  stored limit {report.stored_threshold:.4g} (what the line runs): "
+        f"misses {_fmt(report.stored_fnr)}, false rejects {_fmt(report.stored_fpr)}"
+    )
+    _print_limit_setters(report.scores)
     if args.json:
         args.json.write_text(json.dumps(report.to_json(), indent=2))
     return 0
+
+
+def _print_limit_setters(scores: list[dict], n: int = 3) -> None:
+    """The parts that decide the limit: the lowest-scoring defects, the highest good parts."""
+    defects = sorted((s for s in scores if s["type"] != "good"), key=lambda s: s["score"])
+    good = sorted((s for s in scores if s["type"] == "good"), key=lambda s: -s["score"])
+    for title, rows in (("lowest defects", defects[:n]), ("highest good", good[:n])):
+        if rows:
+            listed = ", ".join(
+                f"{Path(r['file']).name} ({r['type']}) {r['score']:.4g}" for r in rows
+            )
+            print(f"  {title}: {listed}")

@@ -11,14 +11,10 @@ import numpy as np
 
 from station.core.errors import StationError
 from station.core.imageio import list_images, read_image
-from station.inspect.decision import ThresholdChoice, threshold_for_fnr
-from station.inspect.metrics import (
-    aupro,
-    auroc,
-    per_type_pixel_auroc,
-    pixel_auroc,
-    pixel_auroc_against_good,
-)
+from station.core.result import Verdict
+from station.inspect.decision import ThresholdChoice, threshold_for_fnr, verdict
+from station.inspect.metrics import auroc
+from station.inspect.pixel_metrics import PixelMetrics
 from station.model.patchcore import PatchCore
 
 
@@ -73,6 +69,16 @@ class EvaluationReport:
     # Defective images without a mask, or with an empty one: in the image metrics, kept out of
     # the pixel metrics (counted there they would be defect-free parts full of "false" alarms).
     unmasked_defects: list[str] = field(default_factory=list)
+    # What the line does with the model as it is: its stored limit on this set.
+    stored_threshold: float = float("nan")
+    stored_fnr: float = float("nan")
+    stored_fpr: float = float("nan")
+    # Every test image, in test-folder order: {"file", "type", "score"}; the highest good
+    # scores and the lowest defect scores are the parts that set the limit.
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    # Pixel metrics come from histograms (bounded memory): the largest possible difference of
+    # the pixel AUROC from the exact value over every pixel.
+    pixel_auroc_error: float = float("nan")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,25 +101,28 @@ def evaluate(
     target_fnr: float = 0.005,
     progress: Callable[[int], None] | None = None,
 ) -> EvaluationReport:
-    """Score every test image and compute the metrics and the FNR-target threshold."""
+    """Score every test image and compute the metrics and the FNR-target threshold.
+
+    Each anomaly map is folded into the pixel metrics as it is made and then dropped, so
+    memory does not grow with the set (station.inspect.pixel_metrics)."""
     if not 0.0 <= target_fnr < 1.0:
         raise StationError(f"target miss rate {target_fnr:g} must be in [0, 1), e.g. 0.005")
     items = test_items(data)
     scores, kinds_all = [], []
-    maps, masks, kinds = [], [], []  # images with a usable ground truth: the pixel metrics
+    pixels = PixelMetrics()  # images with a usable ground truth only
     unmasked = []
     for item in items:
         image = read_image(item.path)
         pred = model.predict(image)
-        scores.append(pred.score)
+        del image
+        scores.append(float(pred.score))
         kinds_all.append(item.defect_type)
         mask = _read_mask(item, pred.anomaly_map.shape)
         if item.defect_type != "good" and not mask.any():
             unmasked.append(str(item.path))
         else:
-            maps.append(pred.anomaly_map)
-            masks.append(mask)
-            kinds.append(item.defect_type)
+            pixels.add(pred.anomaly_map, mask, item.defect_type)
+        del pred, mask
         if progress:
             progress(1)
     s = np.asarray(scores)
@@ -126,15 +135,18 @@ def evaluate(
         )
         for t in sorted(set(kinds_all) - {"good"})
     }
-    per_type_pixel, share = per_type_pixel_auroc(maps, masks, kinds)
+    per_type_pixel, share = pixels.per_type()
     if is_defect.any():
         choice = threshold_for_fnr(s[~is_defect], s[is_defect], target_fnr)
     else:
         choice = ThresholdChoice(float("nan"), target_fnr, float("nan"), float("nan"), 0, 0, 0, 0)
+    stored = float(model.threshold)
+    rejected = np.array([verdict(x, stored) == Verdict.NOK for x in s], bool)
+    pixel_auc, pixel_err = pixels.pixel_auroc()
     return EvaluationReport(
         image_auroc=auroc(s, is_defect),
-        pixel_auroc=pixel_auroc(maps, masks),
-        aupro=aupro(maps, masks),
+        pixel_auroc=pixel_auc,
+        aupro=pixels.aupro(),
         per_type=per_type,
         threshold=choice.threshold,
         target_fnr=target_fnr,
@@ -145,8 +157,20 @@ def evaluate(
         confusion={"tp": choice.tp, "fn": choice.fn, "fp": choice.fp, "tn": choice.tn},
         model=str(model.artifact.path),
         data=str(data),
-        pixel_auroc_good=pixel_auroc_against_good(maps, masks),
+        pixel_auroc_good=pixels.pixel_auroc_good()[0],
         per_type_pixel=per_type_pixel,
         defect_pixel_share=share,
         unmasked_defects=unmasked,
+        stored_threshold=stored,
+        stored_fnr=_share(~rejected[is_defect]),
+        stored_fpr=_share(rejected[~is_defect]),
+        scores=[
+            {"file": str(it.path), "type": it.defect_type, "score": round(sc, 6)}
+            for it, sc in zip(items, scores, strict=True)
+        ],
+        pixel_auroc_error=pixel_err,
     )
+
+
+def _share(flags: np.ndarray) -> float:
+    return float(flags.mean()) if flags.size else float("nan")
