@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 IDLE_TICK_S = 0.2  # longest the gate's threads sleep before looking at stop again
 RETRY_OUTPUT_S = 2.0  # an output that cannot start is tried again this often
+DRAIN_S = 5.0  # at a stop, pulses already due are still driven for at most this long
 KEEP_DECIDED_S = 120.0  # a decided part is remembered this long, to know its result as late
 
 
@@ -140,16 +141,17 @@ class RejectGate(Worker):
         self.output.start()
 
     def stop(self) -> None:
-        """Stop both threads (the output is set off and closed)."""
+        """Stop taking parts; the decisions made are still handed out and their pulses driven
+        (the parts are on their way to the gate), then the output is set off (see join)."""
         super().stop()
-        self.output.stop()
         with self._cond:
             self._cond.notify_all()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for both threads."""
+        """Wait for the gate's thread, then for the output to drive the pulses it was given."""
         deadline = None if timeout is None else time.monotonic() + timeout
         ok = super().join(timeout)
+        self.output.stop()
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         return self.output.join(left) and ok
 
@@ -284,14 +286,19 @@ class RejectGate(Worker):
                 old = self._decided.popleft()
                 if old.key is not None:
                     self._by_key.pop(old.key, None)
-            out = list(self._outbox)
-            self._outbox.clear()
-            if not out:
+            if not self._outbox:
                 wait = IDLE_TICK_S
                 if self._deadlines:
                     wait = min(wait, max(0.0, self._deadlines[0][0] - now))
                 self._cond.wait(wait)
                 return True
+        self._deliver()
+        return True
+
+    def _deliver(self) -> None:
+        with self._cond:
+            out = list(self._outbox)
+            self._outbox.clear()
         for d in out:
             if d.reject:
                 start = max(d.decided_at, d.trigger_at + self.cfg.delay_s)
@@ -306,10 +313,13 @@ class RejectGate(Worker):
                     f"part {d.part} rejected fail-safe: {d.failsafe}",
                     {"part": d.part, "failsafe": d.failsafe, "frame_id": d.frame_id},
                 )
-        return True
 
     def teardown(self) -> None:
-        """Parts still waiting when the line stops get no pulse (the line is not running)."""
+        """Hand out the decisions made; parts still waiting get none (the line has stopped)."""
+        with self._cond:
+            left = bool(self._outbox)
+        if left:
+            self._deliver()
 
     def _event(self, message: str, data: dict[str, object]) -> None:
         log.warning("%s", message)
@@ -382,6 +392,11 @@ class _Output(Worker):
             self._start_driver()
             if not self._started:
                 return True
+        self._drive()
+        return True
+
+    def _drive(self) -> None:
+        """Set the output as the pulses want it now, or wait for the next edge."""
         with self._cond:
             now = time.monotonic()
             self._pulses = [p for p in self._pulses if p[1] > now]
@@ -390,19 +405,18 @@ class _Output(Worker):
             if want == self._on:
                 edges = [t for p in self._pulses for t in p if t > now]
                 self._cond.wait(min([IDLE_TICK_S, *(t - now for t in edges)]))
-                return True
+                return
         try:
             self.driver.set(want)
         except OutputError as exc:
             self._failed(str(exc))
-            return True
+            return
         self._on = want
         if new_pulse:
             self.pulses += 1
             self.on_times.append(time.monotonic())
         if self.problem:
             self._report("", f"reject output {self.driver.name} works again")
-        return True
 
     def _start_driver(self) -> None:
         try:
@@ -433,6 +447,10 @@ class _Output(Worker):
         self.gate._event(message, {"output": self.driver.name, "alarm": bool(problem)})
 
     def teardown(self) -> None:
+        """Drive the pulses still due (at most DRAIN_S), then the output off and closed."""
+        end = time.monotonic() + DRAIN_S
+        while self._started and self._pulses and time.monotonic() < end:
+            self._drive()
         try:
             self.driver.close()
         except Exception:
