@@ -371,6 +371,9 @@ _FILE_PATHS = (
 )
 # Station settings a product's recipe may not change: who is trusted is not a product's choice.
 STATION_ONLY = (("model", "signing_key"), ("model", "trust_dir"), ("model", "allow_unsigned"))
+# Whole sections of the station's wiring: the reject output and the PLC belong to the station,
+# whatever product it runs (a recipe sets the camera's trigger, not where the gate is wired).
+STATION_SECTIONS = ("reject", "plc")
 
 
 def _resolve_paths(table: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -417,6 +420,11 @@ def to_table(cfg: StationConfig) -> dict[str, Any]:
 
 def with_overlay(cfg: StationConfig, overlay: dict[str, Any], origin: str) -> StationConfig:
     """`cfg` with the keys of `overlay` (a product's recipe) on top, checked like a file."""
+    for section in STATION_SECTIONS:
+        if section in overlay:
+            raise ConfigError(
+                f"{origin}: [{section}]: the station's wiring (its config file), not a product's"
+            )
     for section, key in STATION_ONLY:
         if key in (overlay.get(section) or {}):
             raise ConfigError(

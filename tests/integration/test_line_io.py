@@ -564,3 +564,42 @@ def test_modbus_coil_names_the_server_it_cannot_reach() -> None:
     coil = ModbusCoil(ModbusCoilConfig(host="127.0.0.1", port=port, coil=4, timeout_s=0.2))
     with pytest.raises(OutputError, match=rf"Modbus coil 4 \(unit 1\) on 127.0.0.1:{port}"):
         coil.start()
+
+
+def test_genicam_output_and_hardware_trigger_on_a_stand_in_node_map() -> None:
+    """What viky.cti lacks, on the stand-in node map of test_genicam (a fake, for nodes the
+    simulator does not have): the output selects its line as an output driven by the user
+    output and writes UserOutputValue; a hardware trigger waits on the configured line."""
+    from test_genicam import _triggerable
+
+    from station.camera.genicam import apply_features
+
+    nm = _triggerable()
+    nm.add("LineSelector", "enumeration", "Line0", choices=("Line0", "Line1"))
+    nm.add("LineMode", "enumeration", "Input", choices=("Input", "Output"))
+    nm.add("LineSource", "enumeration", "Off", choices=("Off", "UserOutput1"))
+    nm.add(
+        "UserOutputSelector", "enumeration", "UserOutput0", choices=("UserOutput0", "UserOutput1")
+    )
+    nm.add("UserOutputValue", "boolean", False)
+    line = GenICamLine(GenICamOutputConfig(line="Line1", source="UserOutput1"), lambda: nm)
+    line.start()
+    line.set(True)
+    line.close()
+    writes = [w for w in nm.log if w[0] != "UserOutputSelector"]
+    assert writes == [
+        ("LineSelector", "Line1"),
+        ("LineMode", "Output"),
+        ("LineSource", "UserOutput1"),
+        ("UserOutputValue", False),
+        ("UserOutputValue", True),
+        ("UserOutputValue", False),
+    ]
+    assert nm.UserOutputSelector.value == "UserOutput1"
+    nm.log.clear()
+    apply_features(nm, {}, trigger="hardware", device="cam", trigger_source="Line1")
+    assert nm.log == [
+        ("TriggerSelector", "FrameStart"),
+        ("TriggerMode", "On"),
+        ("TriggerSource", "Line1"),
+    ]
