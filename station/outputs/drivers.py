@@ -144,19 +144,19 @@ class GpiodLine:
 
     def start(self) -> None:
         """Find the chip and the line (by offset or name) and request it as an output, off."""
-        try:
-            import gpiod
-            from gpiod.line import Direction, Value
-        except ImportError:
-            raise OutputError(
-                "reject.output = gpiod needs the 'gpiod' package (pip install 'station[gpio]')"
-            ) from None
         chip_path = self.cfg.chip if "/" in self.cfg.chip else f"/dev/{self.cfg.chip}"
         if not Path(chip_path).exists():
             raise OutputError(
                 f"reject.gpiod.chip: GPIO chip {chip_path} does not exist on this computer "
                 "(`gpiodetect` lists the chips; a Jetson's header is usually gpiochip0)"
             )
+        try:
+            import gpiod
+            from gpiod.line import Direction, Value
+        except ImportError:
+            raise OutputError(
+                "reject.output = gpiod needs the 'gpiod' package (pip install -e '.[gpio]')"
+            ) from None
         if not gpiod.is_gpiochip_device(chip_path):
             raise OutputError(f"reject.gpiod.chip: {chip_path} is not a GPIO chip")
         line: int | str = int(self.cfg.line) if self.cfg.line.isdigit() else self.cfg.line

@@ -518,6 +518,7 @@ def test_genicam_output_names_the_nodes_the_simulator_lacks() -> None:
 def test_gpiod_names_the_missing_chip_and_line(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match=r"GPIO chip /dev/gpiochip9 does not exist"):
         GpiodLine(GpiodConfig(chip="gpiochip9", line="17")).start()
+    pytest.importorskip("gpiod", reason="the optional 'gpio' extra is not installed")
     not_a_chip = tmp_path / "gpiochip0"
     not_a_chip.write_text("")
     with pytest.raises(OutputError, match=rf"{not_a_chip} is not a GPIO chip"):
