@@ -209,7 +209,11 @@ class StationApp:
             return None, None
         node_map = self._genicam_node_map if reject.output == "genicam" else None
         gate = RejectGate(
-            reject, build_driver(reject, node_map), paced=plc.trigger, on_event=self.record_event
+            reject,
+            build_driver(reject, node_map),
+            paced=plc.trigger,
+            on_event=self.record_event,
+            hold=lambda: self.line.state == StationState.PAUSED,
         )
         if not plc.host:
             return gate, None

@@ -112,11 +112,14 @@ class RejectGate(Worker):
         *,
         paced: bool = False,
         on_event: Callable[[StationEvent], None] | None = None,
+        hold: Callable[[], bool] | None = None,
     ) -> None:
+        """`hold`: True while the line is paused (the camera is not handed triggers then)."""
         super().__init__()
         self.cfg = cfg
         self.driver = driver
         self.paced = paced
+        self._hold = hold or (lambda: False)
         self._on_event = on_event
         self._cond = threading.Condition()
         self._numbers = itertools.count(1)
@@ -167,15 +170,17 @@ class RejectGate(Worker):
 
     def take_trigger(self, closed: threading.Event) -> _Part | None:
         """For the camera: the oldest trigger still waiting for its frame (triggers whose
-        deadline has passed are skipped: their part is gone); None once `closed` is set."""
+        deadline has passed are skipped: their part is gone); None once `closed` is set or the
+        line is paused (the camera is released then; a trigger meanwhile is a fail-safe reject
+        at its deadline)."""
         with self._cond:
             while True:
+                if closed.is_set() or self.stopping or self._hold():
+                    return None
                 while self._requests and self._requests[0].decided:
                     self._requests.popleft()
                 if self._requests:
                     return self._requests.popleft()
-                if closed.is_set() or self.stopping:
-                    return None
                 self._cond.wait(IDLE_TICK_S)
 
     def wake(self) -> None:

@@ -70,6 +70,7 @@ class PlcSim:
         self.triggers: list[float] = []
         self.max_triggers = 0  # the program triggers this many parts, one per period
         self.recipe = 0
+        self.ignore_ready = False  # a PLC that triggers without waiting for Ready
         self._regs: list[int] | None = None
         self._phase = "wait_ready"
         self._next_trigger = 0.0
@@ -99,7 +100,7 @@ class PlcSim:
         status = regs[self.outputs]
         if (
             self._phase == "wait_ready"
-            and status & READY
+            and (status & READY or self.ignore_ready)
             and len(self.triggers) < self.max_triggers
             and now >= self._next_trigger
         ):
@@ -288,6 +289,34 @@ def test_plc_handshake_two_parts_per_second_matches_the_records(
     # Stopped: Ready off, and the coil off.
     assert not plc.status() & READY
     assert plc.coil_writes[-1][2] is False
+
+
+def test_a_trigger_while_the_line_is_paused_is_answered_nok_with_error(
+    demo_product: Path,
+    demo_patchcore: PatchCore,
+    plc: PlcSim,
+    stations: Callable[..., StationApp],
+) -> None:
+    """Ready is off while paused (Error, code 2); a PLC that triggers anyway gets, at the
+    deadline, NOK with Error code 1: the part is rejected, never left without an answer."""
+    cfg = config(
+        demo_product,
+        fps=0,
+        reject=coil_reject(plc.port),
+        plc=PlcConfig(host="127.0.0.1", port=plc.port, poll_s=POLL_S, trigger=True),
+    )
+    station = stations(cfg, model=demo_patchcore)
+    station.start()
+    wait_until(lambda: plc.status() & READY, 60, "Ready")
+    station.pause(station.default_session())
+    wait_until(lambda: plc.status() & ERROR and not plc.status() & READY, 5, "not Ready")
+    assert plc.status_writes[-1][1][3] == 2
+    plc.ignore_ready, plc.max_triggers = True, 1
+    wait_until(lambda: len(plc.results) == 1, 5, "the answer")
+    r = plc.results[0]
+    assert r["nok"] and r["error"] and not r["ok"] and r["code"] == 1, plc.status_writes[-6:]
+    assert DEADLINE_S <= r["at"] - r["trigger_at"] <= DEADLINE_S + 0.1
+    wait_until(lambda: len(plc.rising_edges(0)) == 1, 2, "the reject pulse")
 
 
 def test_plc_switches_the_product_as_its_own_audited_session(
