@@ -167,6 +167,7 @@ class StationApp:
             )
         )
         self._fixed_camera = camera is not None
+        self._part_camera: PartCamera | None = None  # the line's camera as the gate sees it
         self.gate, self.plc = self._line_io()
         line_camera: Camera | Callable[[], Camera]
         if camera is None:
@@ -174,8 +175,8 @@ class StationApp:
         elif isinstance(camera, Camera):
             line_camera = PartCamera(camera, self.gate) if self.gate is not None else camera
         else:
-            made = camera
-            line_camera = (lambda: PartCamera(made(), self.gate)) if self.gate else made  # type: ignore[arg-type]
+            made, gate = camera, self.gate
+            line_camera = made if gate is None else (lambda: PartCamera(made(), gate))
         self.line = Line(
             self.line_cfg,
             camera=line_camera,
@@ -239,7 +240,7 @@ class StationApp:
         """The node map of the line's GenICam camera while it is open (for its output line)."""
         from station.camera.genicam import GenICamCamera
 
-        part = getattr(self, "_part_camera", None)
+        part = self._part_camera
         inner = part.inner if part is not None else None
         if not isinstance(inner, GenICamCamera):
             raise StationError("reject.output = genicam: the line's GenICam camera is not open yet")

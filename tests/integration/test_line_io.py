@@ -121,6 +121,7 @@ class PlcSim:
                     "error": bool(status & ERROR),
                     "counter": words[2],
                     "code": words[3],
+                    "score": words[4],
                     "trigger_at": self.triggers[-1] if self.triggers else None,
                 }
             )
@@ -271,10 +272,14 @@ def test_plc_handshake_two_parts_per_second_matches_the_records(
     recorded = rows(tmp_path / "data")
     assert len(recorded) == n
     latencies = [r["at"] - r["trigger_at"] for r in plc.results]
-    print(f"PLC-side Trigger -> Result valid: max {max(latencies) * 1e3:.0f} ms")
+    print(
+        f"PLC-side Trigger -> Result valid: median {sorted(latencies)[n // 2] * 1e3:.0f} ms, "
+        f"max {max(latencies) * 1e3:.0f} ms"
+    )
     for r, row in zip(plc.results, recorded, strict=True):
         assert not r["error"] and r["code"] == 0, f"fail-safe at 2 parts/s: {r}"
         assert r["nok"] == rejected(row.verdict) and r["ok"] != r["nok"]
+        assert r["score"] == min(65535, round(1000 * row.score / row.threshold))
         # Read at most one poll after it was set, answered within the deadline.
         assert r["at"] - r["trigger_at"] <= DEADLINE_S + 2 * POLL_S
     assert [r["counter"] for r in plc.results] == list(range(1, n + 1))
