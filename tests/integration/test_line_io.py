@@ -486,8 +486,10 @@ def opcua_plc() -> Iterator[tuple[str, str, list[tuple[float, bool]]]]:
     writes: list[tuple[float, bool]] = []
 
     def post_write(event: Any, dispatcher: Any) -> None:
+        # Every write, the server's own too (its status and clock each second): only Reject's.
         for wv in event.request_params.NodesToWrite:
-            writes.append((time.monotonic(), bool(wv.Value.Value.Value)))
+            if wv.NodeId == var.nodeid:
+                writes.append((time.monotonic(), bool(wv.Value.Value.Value)))
 
     server.start()
     server.aio_obj.iserver.subscribe_server_callback(CallbackType.PostWrite, post_write)
