@@ -70,7 +70,11 @@ class GenICamConfig:
     device: str = ""  # serial number, user-defined name, or index; empty = first found
     # fetch timeout; a timeout is reported as a CameraError
     timeout_s: float = num(2.0, 0, 600, above=True)
-    trigger: str = "off"  # "off" (free running) or "software" (one frame per part)
+    # "off" (free running), "software" (one frame per part, fired by the station: with
+    # plc.trigger one per PLC trigger) or "hardware" (the camera waits for an edge on
+    # `trigger_source`, e.g. the PLC's or a light barrier's signal wired to Line0)
+    trigger: str = "off"
+    trigger_source: str = "Line0"  # the camera's input line for trigger = "hardware"
     features: dict[str, Any] = field(
         default_factory=dict
     )  # SFNC feature -> value, applied in order
@@ -201,6 +205,76 @@ class ReportsConfig:
     gallery: int = num(12, 0, 100)  # highest-scoring NOK parts shown with their overlays
 
 
+REJECT_OUTPUTS = ("none", "modbus", "gpiod", "genicam", "opcua")
+# The PLC handshake's register blocks (station.outputs.handshake holds the map).
+PLC_INPUT_WORDS, PLC_OUTPUT_WORDS = 2, 5
+
+
+@dataclass(frozen=True)
+class ModbusCoilConfig:
+    host: str = ""  # the PLC's Modbus TCP server
+    port: int = num(502, 1, 65535)
+    unit: int = num(1, 0, 255)  # the Modbus unit (device) id
+    coil: int = num(0, 0, 65535)  # the coil's address (0-based)
+    timeout_s: float = num(0.5, 0, 60, above=True)
+
+
+@dataclass(frozen=True)
+class GpiodConfig:
+    chip: str = "gpiochip0"  # a name under /dev or a path
+    line: str = ""  # the line's offset ("17") or its name (a Jetson's "PQ.05")
+    active_low: bool = False  # the pin is low while the output is on
+
+
+@dataclass(frozen=True)
+class GenICamOutputConfig:
+    line: str = "Line1"  # LineSelector: the camera's output line
+    source: str = "UserOutput1"  # LineSource, and the UserOutputSelector written
+
+
+@dataclass(frozen=True)
+class OpcUaOutputConfig:
+    url: str = ""  # the PLC's OPC UA server, opc.tcp://host:4840
+    node: str = ""  # a writable Boolean variable, e.g. ns=2;s=Reject
+    username: str = ""
+    password: str = ""
+    timeout_s: float = num(2.0, 0, 60, above=True)
+
+
+@dataclass(frozen=True)
+class RejectConfig:
+    output: str = "none"  # none | modbus | gpiod | genicam | opcua
+    # Each part's decision must be known this long after its trigger; a part without a result
+    # by then is rejected (fail-safe) and counted.
+    deadline_s: float = num(0.5, 0, 60, above=True)
+    # The pulse starts this long after the trigger (the part's way to the gate), or at once
+    # when the decision comes later; it lasts pulse_s.
+    delay_s: float = num(0.0, 0, 60)
+    pulse_s: float = num(0.1, 0.001, 60)
+    reject_check: bool = True  # parts in the check band leave the line too (to the manual check)
+    modbus: ModbusCoilConfig = field(default_factory=ModbusCoilConfig)
+    gpiod: GpiodConfig = field(default_factory=GpiodConfig)
+    genicam: GenICamOutputConfig = field(default_factory=GenICamOutputConfig)
+    opcua: OpcUaOutputConfig = field(default_factory=OpcUaOutputConfig)
+
+
+@dataclass(frozen=True)
+class PlcConfig:
+    host: str = ""  # the PLC's Modbus TCP server; empty = no handshake
+    port: int = num(502, 1, 65535)
+    unit: int = num(1, 0, 255)
+    inputs: int = num(0, 0, 65530)  # first holding register the PLC writes (see the README)
+    outputs: int = num(10, 0, 65530)  # first holding register the station writes
+    poll_s: float = num(0.01, 0.001, 1)  # how often the PLC's registers are read
+    timeout_s: float = num(0.5, 0, 60, above=True)
+    # true: one part per Trigger from the PLC (the camera grabs one frame each: a GenICam camera
+    # with trigger = "software", or a replay at fps = 0); false: parts come from the camera
+    # (free running or its hardware trigger) and the handshake only reports their results.
+    trigger: bool = False
+    # recipe number (1 to 65535) -> product, for the PLC's product switch; empty: no switching
+    products: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class StationConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
@@ -211,6 +285,8 @@ class StationConfig:
     gui: GuiConfig = field(default_factory=GuiConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     reports: ReportsConfig = field(default_factory=ReportsConfig)
+    reject: RejectConfig = field(default_factory=RejectConfig)
+    plc: PlcConfig = field(default_factory=PlcConfig)
     origin: str = ""  # the file this was read from, for messages
 
 
@@ -295,6 +371,9 @@ _FILE_PATHS = (
 )
 # Station settings a product's recipe may not change: who is trusted is not a product's choice.
 STATION_ONLY = (("model", "signing_key"), ("model", "trust_dir"), ("model", "allow_unsigned"))
+# Whole sections of the station's wiring: the reject output and the PLC belong to the station,
+# whatever product it runs (a recipe sets the camera's trigger, not where the gate is wired).
+STATION_SECTIONS = ("reject", "plc")
 
 
 def _resolve_paths(table: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -341,6 +420,11 @@ def to_table(cfg: StationConfig) -> dict[str, Any]:
 
 def with_overlay(cfg: StationConfig, overlay: dict[str, Any], origin: str) -> StationConfig:
     """`cfg` with the keys of `overlay` (a product's recipe) on top, checked like a file."""
+    for section in STATION_SECTIONS:
+        if section in overlay:
+            raise ConfigError(
+                f"{origin}: [{section}]: the station's wiring (its config file), not a product's"
+            )
     for section, key in STATION_ONLY:
         if key in (overlay.get(section) or {}):
             raise ConfigError(
@@ -386,8 +470,36 @@ def validate(cfg: StationConfig) -> None:
 
     if cfg.camera.source not in ("replay", "genicam", "uvc"):
         raise bad("camera.source", f"'{cfg.camera.source}' is not one of replay, genicam, uvc")
-    if cfg.camera.genicam.trigger not in ("off", "software"):
-        raise bad("camera.genicam.trigger", "must be 'off' or 'software'")
+    if cfg.camera.genicam.trigger not in ("off", "software", "hardware"):
+        raise bad("camera.genicam.trigger", "must be 'off', 'software' or 'hardware'")
+    if cfg.reject.output not in REJECT_OUTPUTS:
+        choices = ", ".join(REJECT_OUTPUTS)
+        raise bad("reject.output", f"'{cfg.reject.output}' is not one of {choices}")
+    if cfg.reject.output == "genicam" and cfg.camera.source != "genicam":
+        raise bad("reject.output", "'genicam' drives the camera's own line: needs a GenICam camera")
+    if cfg.reject.delay_s and cfg.reject.delay_s < cfg.reject.deadline_s:
+        raise bad(
+            "reject.delay_s",
+            f"{cfg.reject.delay_s:g} s is before the deadline ({cfg.reject.deadline_s:g} s): a "
+            "part would reach the gate before its decision is due (or set 0: pulse at once)",
+        )
+    if cfg.plc.trigger and not cfg.plc.host:
+        raise bad("plc.trigger", "needs plc.host: the Trigger comes from the PLC's registers")
+    for number, product in cfg.plc.products.items():
+        if not number.isdigit() or not 1 <= int(number) <= 65535:
+            raise bad(f"plc.products.{number}", "a recipe number is 1 to 65535")
+        if not isinstance(product, str) or not product:
+            raise bad(f"plc.products.{number}", f"expected a product name, got {product!r}")
+    if len(set(cfg.plc.products.values())) != len(cfg.plc.products):
+        raise bad("plc.products", "names a product under two numbers")
+    ins = range(cfg.plc.inputs, cfg.plc.inputs + PLC_INPUT_WORDS)
+    outs = range(cfg.plc.outputs, cfg.plc.outputs + PLC_OUTPUT_WORDS)
+    if cfg.plc.host and (ins.start in outs or outs.start in ins):
+        raise bad(
+            "plc.outputs",
+            f"registers {outs.start}..{outs.stop - 1} overlap plc.inputs ({ins.start}.."
+            f"{ins.stop - 1})",
+        )
     if cfg.model.runtime not in ("torch", "onnx", "tensorrt"):
         raise bad("model.runtime", f"'{cfg.model.runtime}' is not one of torch, onnx, tensorrt")
     if cfg.model.image_size < 32 or cfg.model.image_size % 16:

@@ -165,6 +165,11 @@ class Access:
             user = "shell"
         return self._register(Session(user, Role.ADMIN, "cli"))
 
+    def plc_session(self, address: str) -> Session:
+        """The line PLC's session: named by its address, a technician (it may switch products,
+        never users or settings); every switch it asks for is audited under this name."""
+        return self._register(Session(f"plc@{address}", Role.TECHNICIAN, "plc"))
+
     def login(self, name: str, pin: str, *, via: str = "touchscreen") -> Session:
         """Check a PIN; a session on success, else LoginRefused (audited either way)."""
         row = self.users_table.get(name.strip())

@@ -66,6 +66,9 @@ from station.model.artifact import (
     write_derived,
 )
 from station.model.signing import Trust, station_signer, trust_folder
+from station.outputs.drivers import build_driver
+from station.outputs.handshake import PlcHandshake
+from station.outputs.reject import PartCamera, RejectGate
 from station.records.audit import AuditRow, AuditTrail, Verification
 from station.records.db import (
     Database,
@@ -164,11 +167,21 @@ class StationApp:
             )
         )
         self._fixed_camera = camera is not None
+        self._part_camera: PartCamera | None = None  # the line's camera as the gate sees it
+        self.gate, self.plc = self._line_io()
+        line_camera: Camera | Callable[[], Camera]
+        if camera is None:
+            line_camera = self._line_camera
+        elif isinstance(camera, Camera):
+            line_camera = PartCamera(camera, self.gate) if self.gate is not None else camera
+        else:
+            made, gate = camera, self.gate
+            line_camera = made if gate is None else (lambda: PartCamera(made(), gate))
         self.line = Line(
             self.line_cfg,
-            camera=camera if camera is not None else self.camera,
+            camera=line_camera,
             models=source,
-            sinks=[self.recorder],
+            sinks=[self.recorder] + ([self.gate] if self.gate is not None else []),
             part_ids=PartIds(self.product, self._last_part_sequence),
             max_frames=max_frames,
             on_stopped=self._line_stopped,
@@ -186,6 +199,69 @@ class StationApp:
         self._failing_records = False  # the line was told to fail for lost results
         self._disk_free: tuple[float, float | None] = (0.0, None)
         self.reporter: ShiftReporter | None = None
+        self._plc_session: Session | None = None
+
+    # -- line integration: reject output, PLC handshake ------------------------------------------
+    def _line_io(self) -> tuple[RejectGate | None, PlcHandshake | None]:
+        """The reject gate (when an output or a PLC is configured) and the PLC handshake; built,
+        not started. Station settings, not a product's: the wiring is the station's."""
+        reject, plc = self.cfg.reject, self.cfg.plc
+        if reject.output == "none" and not plc.host:
+            return None, None
+        node_map = self._genicam_node_map if reject.output == "genicam" else None
+        gate = RejectGate(
+            reject,
+            build_driver(reject, node_map),
+            paced=plc.trigger,
+            on_event=self.record_event,
+            hold=lambda: self.line.state == StationState.PAUSED,
+        )
+        if not plc.host:
+            return gate, None
+        handshake = PlcHandshake(
+            plc,
+            gate,
+            line_ready=lambda: self.line.state == StationState.RUNNING,
+            product=lambda: self.product,
+            switch=self._plc_switch,
+            on_event=self.record_event,
+        )
+        return gate, handshake
+
+    def _line_camera(self) -> Camera:
+        """The camera the line opens: the product's, wrapped so that the gate sees each part."""
+        cam = self.camera()
+        if self.gate is None:
+            return cam
+        self._part_camera = PartCamera(cam, self.gate)
+        return self._part_camera
+
+    def _genicam_node_map(self) -> Any:
+        """The node map of the line's GenICam camera while it is open (for its output line)."""
+        from station.camera.genicam import GenICamCamera
+
+        part = self._part_camera
+        inner = part.inner if part is not None else None
+        if not isinstance(inner, GenICamCamera):
+            raise StationError("reject.output = genicam: the line's GenICam camera is not open yet")
+        return inner.node_map
+
+    def _plc_switch(self, product: str, number: int) -> None:
+        """The PLC's recipe request: a product switch as the PLC's session (technician)."""
+        if self._plc_session is None:
+            self._plc_session = self.access.plc_session(f"{self.cfg.plc.host}:{self.cfg.plc.port}")
+        self.switch_product(self._plc_session, product, reason=f"recipe {number} from the PLC")
+
+    def trigger(self) -> int:
+        """A software trigger (the PLC's, an OPC UA method): a part is at the camera now; its
+        reject deadline starts and the camera grabs one frame for it. Needs plc.trigger = true;
+        returns the part's number at the gate."""
+        if self.gate is None or not self.gate.paced:
+            raise StationError(
+                "software triggers need plc.trigger = true (and the camera in software "
+                "trigger, or a replay at fps = 0)"
+            )
+        return self.gate.trigger()
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
@@ -322,7 +398,11 @@ class StationApp:
             refused = self._records_refused()
             self._started = True
             self.recorder.start()
+            if self.gate is not None:
+                self.gate.start()  # before the line: its first frames are parts with deadlines
             self.line.start()
+            if self.plc is not None:
+                self.plc.start()
             if refused is not None:
                 self.line.fail(refused)
             if self._db_aside is not None:
@@ -340,6 +420,7 @@ class StationApp:
             self._started = False
             try:
                 self.line.stop(10.0, reason="start failed")
+                self._stop_line_io(10.0)
             finally:
                 self.recorder.stop()
                 self.recorder.join(10.0)
@@ -398,6 +479,7 @@ class StationApp:
         # then let the next station have the data directory, but only when nothing of this one
         # can still write there.
         left = self._stop_deadline - time.monotonic() if self._stop_deadline else 30.0
+        self._stop_line_io(max(1.0, left))
         reporter = self.reporter
         if reporter is not None:
             reporter.stop()
@@ -412,6 +494,14 @@ class StationApp:
                 "process ends",
                 self.data_dir,
             )
+
+    def _stop_line_io(self, timeout: float) -> None:
+        """Stop the handshake (Ready off) and the gate (output off), after the line."""
+        for worker in (self.plc, self.gate):
+            if worker is not None and worker.alive:
+                worker.stop()
+                if not worker.join(timeout):
+                    log.error("%s did not stop within %.0f s", worker.name, timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the line has finished (stopped, failed, or done its max frames)."""
@@ -466,6 +556,11 @@ class StationApp:
             log.debug("shift counters unavailable: %s", exc)
         low = self.recorder.disk_warning
         alarms = tuple(a for a in (self._db_aside, low, self._recorder_alarm, rec.alarm) if a)
+        if self.gate is not None:
+            counters = dataclasses.replace(counters, failsafe_rejects=self.gate.counters().failsafe)
+            alarms += self.gate.alarms()
+        if self.plc is not None:
+            alarms += self.plc.alarms()
         return dataclasses.replace(
             st, counters=counters, alarms=st.alarms + alarms, disk_free_mb=self._disk_free_mb()
         )
@@ -944,7 +1039,7 @@ class StationApp:
                 ProductModels(cfg, self.data_dir, self.store, product, trust=self.trust)
             )
             if cfg.camera != old_camera and not self._fixed_camera:
-                self.line.replace_camera(self.camera)
+                self.line.replace_camera(self._line_camera)
 
         self._audited(
             session, "product_switch", switch, object=product, before=before, after=product,

@@ -379,7 +379,12 @@ def _try_set(node_map: Any, name: str, value: Any) -> None:
 
 
 def apply_features(
-    node_map: Any, features: Mapping[str, Any], *, trigger: str = "off", device: str = ""
+    node_map: Any,
+    features: Mapping[str, Any],
+    *,
+    trigger: str = "off",
+    device: str = "",
+    trigger_source: str = "Line0",
 ) -> None:
     """Apply the configured trigger mode and SFNC features in order (UserSetLoad first)."""
     pending = dict(features)
@@ -391,7 +396,7 @@ def apply_features(
             set_feature(node_map, "UserSetSelector", which, where=where, device=device)
             which = True
         set_feature(node_map, "UserSetLoad", which, device=device)
-    _configure_trigger(node_map, trigger, device)
+    _configure_trigger(node_map, trigger, device, trigger_source)
     for name, value in pending.items():
         if name in _AUTO_OFF:
             _try_set(node_map, _AUTO_OFF[name], "Off")
@@ -400,9 +405,22 @@ def apply_features(
         set_feature(node_map, name, value, device=device)
 
 
-def _configure_trigger(node_map: Any, trigger: str, device: str) -> None:
+def _configure_trigger(node_map: Any, trigger: str, device: str, source: str = "Line0") -> None:
     where = "camera.genicam.trigger"
-    if trigger == "software":
+    if trigger == "hardware":
+        for needed in ("TriggerMode", "TriggerSource"):
+            if _resolve(node_map, needed) is None:
+                raise CameraError(
+                    f"{where} = 'hardware': device {device} has no {needed} feature, so it "
+                    "cannot wait for a trigger input (set trigger = 'off' or 'software')"
+                )
+        _try_set(node_map, "TriggerSelector", "FrameStart")
+        set_feature(node_map, "TriggerMode", "On", where=where, device=device)
+        set_feature(
+            node_map, "TriggerSource", source, where="camera.genicam.trigger_source", device=device
+        )
+        _try_set(node_map, "TriggerActivation", "RisingEdge")
+    elif trigger == "software":
         for needed in ("TriggerMode", "TriggerSource", "TriggerSoftware"):
             if _resolve(node_map, needed) is None:
                 raise CameraError(
@@ -418,7 +436,7 @@ def _configure_trigger(node_map: Any, trigger: str, device: str) -> None:
         if mode is not None and mode.value != "Off":  # a device left in trigger mode never streams
             set_feature(node_map, "TriggerMode", "Off", where=where, device=device)
     else:
-        raise CameraError(f"{where}: '{trigger}' is not 'off' or 'software'")
+        raise CameraError(f"{where}: '{trigger}' is not 'off', 'software' or 'hardware'")
 
 
 # -- the process-wide harvester -----------------------------------------------------------------
@@ -777,7 +795,10 @@ class GenICamCamera(CameraContext):
             ia.num_buffers = max(wanted, int(ia.min_num_buffers))
         except (ValueError, AttributeError) as exc:
             log.debug("keeping the producer's buffer count: %s", exc)
-        apply_features(nm, self.cfg.features, trigger=self.cfg.trigger, device=desc.label)
+        apply_features(
+            nm, self.cfg.features, trigger=self.cfg.trigger, device=desc.label,
+            trigger_source=self.cfg.trigger_source,
+        )  # fmt: skip
         pf = describe_feature(nm, "PixelFormat")
         if pf is not None and pf.value and pf.value not in SUPPORTED_FORMATS:
             usable = [c for c in pf.choices if c in SUPPORTED_FORMATS]
@@ -847,7 +868,10 @@ class GenICamCamera(CameraContext):
     def _fetch(self, ia: Any) -> Frame | None:
         """Wait for the next complete buffer, convert and copy it, and hand the buffer back."""
         timeout = self.cfg.timeout_s
-        deadline = time.monotonic() + timeout if timeout > 0 else None
+        # On a hardware trigger the parts set the pace: a quiet line is no lost camera (a lost
+        # one shows as a failed fetch or a destroyed acquirer).
+        hardware = self.cfg.trigger == "hardware"
+        deadline = time.monotonic() + timeout if timeout > 0 and not hardware else None
         while True:
             failure = ""
             got = False

@@ -142,6 +142,9 @@ class Counters:
     # Frames refused before a verdict in this run: unreadable, too large, scored not a number.
     # Each one is also an event with its reason.
     bad_frames: int = 0
+    # Parts the reject gate rejected without a verdict in time (late, missing, refused), this
+    # run; each one is also an event.
+    failsafe_rejects: int = 0
     throughput_per_min: float = 0.0
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0

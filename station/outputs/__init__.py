@@ -1,0 +1,1 @@
+"""Subscribers that act on results: the reject output, the PLC handshake, plant interfaces."""
