@@ -7,6 +7,7 @@ importing this module, and a model travels as its artifact, not as training code
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import tempfile
 import threading
@@ -27,8 +28,9 @@ from station.model.backbones import LoadedBackbone, load_backbone
 from station.model.extractor import FeatureExtractor
 from station.model.memory_bank import MemoryBank, hierarchical_coreset
 from station.model.patchcore import extract_features, score_features, valid_patch_features
-from station.model.preprocess import Preprocessing, pixel_max_for, prepare
+from station.model.preprocess import Prepared, Preprocessing, pixel_max_for, prepare
 from station.model.signing import Signer, Trust
+from station.runtime.base import Runtime
 
 CALIBRATION_QUANTILE = 0.99
 EXPORT_OPSET = 17
@@ -161,12 +163,73 @@ def split_calibration(
     return np.sort(order[n_cal:]), np.sort(order[:n_cal])
 
 
-def train_shape(arrays: Sequence[np.ndarray]) -> dict[str, Any]:
+def _shape_summary(shapes: Sequence[tuple[int, ...]]) -> dict[str, Any]:
     """Smallest and largest image and the channels of a training set (for the line's check)."""
-    hs = [a.shape[0] for a in arrays]
-    ws = [a.shape[1] for a in arrays]
-    channels = sorted({1 if a.ndim == 2 else int(a.shape[2]) for a in arrays})
+    hs = [s[0] for s in shapes]
+    ws = [s[1] for s in shapes]
+    channels = sorted({1 if len(s) == 2 else int(s[2]) for s in shapes})
     return {"min_hw": [min(hs), min(ws)], "max_hw": [max(hs), max(ws)], "channels": channels}
+
+
+FEATURE_BATCH_TILES = 8  # tiles per runtime call while fitting
+
+
+def _valid_rows(image: np.ndarray, pre: Preprocessing) -> int:
+    """Bank rows an image gives: its patches on the image (the tiling does not depend on the
+    full scale, which is only known once every image has been read)."""
+    return int(prepare(image, pre).valid_patches().sum())
+
+
+def stream_features(
+    runtime: Runtime,
+    images: Sequence[Path],
+    pre: Preprocessing,
+    bank_idx: np.ndarray,
+    n_rows: Sequence[int],
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, list[int], dict[int, tuple[np.ndarray, Prepared]]]:
+    """Read, prepare and featurise image by image into one preallocated array of bank rows.
+
+    Returns the rows of the `bank_idx` images (image order; image j's are starts[j]:starts[j+1])
+    and, for every other image, its features and preparation (held back for calibration).
+    Memory is the bank rows plus a few images, however many images there are."""
+    starts = [0, *itertools.accumulate(int(n) for n in n_rows)]
+    rows: np.ndarray | None = None
+    slot = {int(i): j for j, i in enumerate(bank_idx)}
+    held: dict[int, tuple[np.ndarray, Prepared]] = {}
+    group: list[tuple[int, Prepared]] = []
+
+    def flush() -> None:
+        nonlocal rows
+        feats = extract_features(runtime, [p for _, p in group])
+        for (i, p), f in zip(group, feats, strict=True):
+            j = slot.get(i)
+            if j is None:
+                held[i] = (f, p)
+                continue
+            r = valid_patch_features(f, p)
+            if len(r) != starts[j + 1] - starts[j]:
+                raise ModelError(f"{images[i]}: changed while the model was being built")
+            if rows is None:
+                rows = np.empty((starts[-1], r.shape[1]), np.float32)
+            rows[starts[j] : starts[j + 1]] = r
+        group.clear()
+
+    tiles = 0
+    for i, path in enumerate(images):
+        p = prepare(read_image(path), pre)
+        if group and tiles + len(p.tiles) > FEATURE_BATCH_TILES:
+            flush()
+            tiles = 0
+        group.append((i, p))
+        tiles += len(p.tiles)
+        if progress:
+            progress(i + 1)
+    if group:
+        flush()
+    if rows is None:
+        rows = np.zeros((0, 0), np.float32)
+    return rows, starts, held
 
 
 def fit(
@@ -197,18 +260,21 @@ def fit(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     fx, pre, bb = build_extractor(cfg)
-    arrays = []
+    # First pass: what the preprocessing needs from the whole set (full scale, colour), and
+    # how many bank rows each image gives; no image is kept (the second pass reads them again:
+    # 200 long strips held at once, with their tiles and features, took 8.6 GB).
+    stats = []
     for i, path in enumerate(images):
         step("reading", i, len(images))
-        arrays.append(read_image(path))
+        a = read_image(path)
+        stats.append((float(a.max()), a.ndim == 3, a.shape, _valid_rows(a, pre)))
     step("reading", len(images), len(images))
-    pixel_max = pixel_max_for(max(float(a.max()) for a in arrays))
-    color = any(a.ndim == 3 for a in arrays)
-    pre = dataclasses.replace(pre, pixel_max=pixel_max, color=color)
-    prepared = [prepare(a, pre) for a in arrays]
-    shape = train_shape(arrays)
-    del arrays
+    pixel_max = pixel_max_for(max(x[0] for x in stats))
+    pre = dataclasses.replace(pre, pixel_max=pixel_max, color=any(x[1] for x in stats))
+    shape = _shape_summary([x[2] for x in stats])
     bank_idx, cal_idx = split_calibration(len(images), cfg.seed, holdout)
+    n_rows = [stats[i][3] for i in bank_idx]
+    del stats
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_file = export_onnx(fx, pre.image_size, Path(tmp) / "fx.onnx")
@@ -217,18 +283,15 @@ def fit(
         from station.runtime.onnx_runtime import OnnxRuntime
 
         rt = OnnxRuntime(onnx_file, threads=cfg.threads)
-        bar = tqdm(total=len(prepared), desc="features", unit="img", disable=not progress)
-        done = [0]
+        bar = tqdm(total=len(images), desc="features", unit="img", disable=not progress)
 
-        def _features(n: int) -> None:
-            bar.update(n)
-            done[0] += n
-            step("features", done[0], len(prepared))
+        def _features(done: int) -> None:
+            bar.update(1)
+            step("features", done, len(images))
 
-        feats = extract_features(rt, prepared, progress=_features)
+        rows, starts, held = stream_features(rt, images, pre, bank_idx, n_rows, _features)
         bar.close()
-        per_image = [valid_patch_features(feats[i], prepared[i]) for i in bank_idx]
-        rows = np.concatenate(per_image)
+        per_image = [rows[a:b] for a, b in itertools.pairwise(starts)]
         k = min(cfg.max_bank, max(1, math.ceil(cfg.coreset_ratio * len(rows))))
         bar = tqdm(total=1, desc="coreset", disable=not progress)
 
@@ -254,9 +317,8 @@ def fit(
         cal_scores = []
         for j, i in enumerate(cal_idx):
             step("scoring", j, n_score)
-            cal_scores.append(
-                score_features(memory, feats[i], prepared[i], cfg.score_top, cfg.reweight_neighbors)
-            )
+            f, p = held[int(i)]
+            cal_scores.append(score_features(memory, f, p, cfg.score_top, cfg.reweight_neighbors))
         training: list[tuple[str, float]] = []
         if score_training:
             # Bank rows are sorted by their image (sel is sorted, rows are in image order): the
@@ -345,29 +407,27 @@ def update_bank(
     m = artifact.manifest
     if not images:
         raise StationError("no new images to add to the bank")
-    arrays = []
+    counts = []
     for i, path in enumerate(images):
         step("reading", i, len(images))
-        arrays.append(read_image(path))
-    prepared = [prepare(a, m.preprocessing) for a in arrays]
-    del arrays
+        counts.append(_valid_rows(read_image(path), m.preprocessing))
     bank_idx, cal_idx = split_calibration(len(images), cfg.seed)
     rt = OnnxRuntime(artifact.onnx_model, threads=cfg.threads)
     try:
-        done = [0]
 
-        def _features(n: int) -> None:
-            done[0] += n
-            step("features", done[0], len(prepared))
+        def _features(done: int) -> None:
+            step("features", done, len(images))
 
-        feats = extract_features(rt, prepared, progress=_features)
+        new, _, held = stream_features(
+            rt, images, m.preprocessing, bank_idx, [counts[i] for i in bank_idx], _features
+        )
     finally:
         rt.close()
-    new_rows = [valid_patch_features(feats[i], prepared[i]) for i in bank_idx]
-    new = np.concatenate(new_rows) if new_rows else np.zeros((0, artifact.bank.shape[1]))
+    if len(new) == 0:
+        new = np.zeros((0, artifact.bank.shape[1]), np.float32)
     n_new = len(new)
     # The original fit's patch count is not stored: the new parts' patches per image stand in.
-    per_image = n_new / max(1, len(new_rows))
+    per_image = n_new / max(1, len(bank_idx))
     total_patches = per_image * m.n_train + n_new
     k = min(cfg.max_bank, max(m.bank_size, math.ceil(m.coreset_ratio * total_patches)))
     # Each side gets the share of the bank its patches would have had in one fit over all the
@@ -395,9 +455,8 @@ def update_bank(
     cal_scores = []
     for j, i in enumerate(cal_idx):
         step("scoring", j, len(cal_idx))
-        cal_scores.append(
-            score_features(memory, feats[i], prepared[i], m.score_top, m.reweight_neighbors)
-        )
+        f, p = held[int(i)]
+        cal_scores.append(score_features(memory, f, p, m.score_top, m.reweight_neighbors))
     fit_seconds = time.perf_counter() - step.t0
     out = Path(out)
     manifest = dataclasses.replace(
