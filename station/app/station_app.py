@@ -24,6 +24,7 @@ from station.app.demo import ensure_demo_product, remove_stale_temporaries
 from station.app.lock import DataDirLock
 from station.app.models import ProductModels
 from station.app.part_ids import PartIds
+from station.app.plant import PlantOutputs
 from station.app.products import Product, ProductStore
 from station.app.quality import (
     FalseReject,
@@ -164,11 +165,13 @@ class StationApp:
             )
         )
         self._fixed_camera = camera is not None
+        # MQTT, OPC UA, HTTP: sinks beside the recorder, each only where its section is on.
+        self.plant = PlantOutputs(self)
         self.line = Line(
             self.line_cfg,
             camera=camera if camera is not None else self.camera,
             models=source,
-            sinks=[self.recorder],
+            sinks=[self.recorder, *self.plant.sinks],
             part_ids=PartIds(self.product, self._last_part_sequence),
             max_frames=max_frames,
             on_stopped=self._line_stopped,
@@ -322,6 +325,7 @@ class StationApp:
             refused = self._records_refused()
             self._started = True
             self.recorder.start()
+            self.plant.start()
             self.line.start()
             if refused is not None:
                 self.line.fail(refused)
@@ -341,6 +345,7 @@ class StationApp:
             try:
                 self.line.stop(10.0, reason="start failed")
             finally:
+                self.plant.close(1.0)
                 self.recorder.stop()
                 self.recorder.join(10.0)
                 self._lock.release()
@@ -402,6 +407,8 @@ class StationApp:
         if reporter is not None:
             reporter.stop()
             reporter.join(max(1.0, left))
+        # The plant hears the last events (the line's "stopped") before its links close.
+        self.plant.close(min(3.0, max(0.5, left)))
         self.recorder.stop()
         self._records_closed = self.recorder.join(max(1.0, left))
         if ended and self._records_closed:
@@ -466,6 +473,7 @@ class StationApp:
             log.debug("shift counters unavailable: %s", exc)
         low = self.recorder.disk_warning
         alarms = tuple(a for a in (self._db_aside, low, self._recorder_alarm, rec.alarm) if a)
+        alarms += self.plant.alarms()
         return dataclasses.replace(
             st, counters=counters, alarms=st.alarms + alarms, disk_free_mb=self._disk_free_mb()
         )
