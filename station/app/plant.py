@@ -95,6 +95,7 @@ class PlantOutputs:
 
             self.http: Any = HttpOutput(cfg.http, app.status, self._health, on_event=self.event)
             self._add(self.http)
+            app.recorder.on_commit = self.http.committed
         if cfg.opcua.port:
             from station.outputs.opcua_server import OpcuaOutput
 
