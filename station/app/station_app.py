@@ -261,8 +261,10 @@ class StationApp:
             return self._access
 
     def close(self) -> None:
-        """Stop the line if it runs and close every connection."""
+        """Stop the line if it runs and close every connection (the plant interfaces last: a
+        PLC or a monitor reads "stopped" or "failed" until the station closes)."""
         self.stop()
+        self.plant.close()
         self.recorder.close_reader()
         with self._open_lock:
             if self._db is not None:
@@ -407,8 +409,6 @@ class StationApp:
         if reporter is not None:
             reporter.stop()
             reporter.join(max(1.0, left))
-        # The plant hears the last events (the line's "stopped") before its links close.
-        self.plant.close(min(3.0, max(0.5, left)))
         self.recorder.stop()
         self._records_closed = self.recorder.join(max(1.0, left))
         if ended and self._records_closed:
