@@ -59,7 +59,9 @@ class _Snapshot(Collector):
         yield GaugeMetricFamily(
             "drift_level", "Score drift: 0 none, 1 warning, 2 critical, -1 off", value=drift
         )
-        state = GaugeMetricFamily("station_state", "The line's state (1 = current)", labels=["state"])
+        state = GaugeMetricFamily(
+            "station_state", "The line's state (1 = current)", labels=["state"]
+        )
         for s in StationState:
             state.add_metric([s.value], 1.0 if s == st.state else 0.0)
         yield state
@@ -193,7 +195,7 @@ class HttpOutput:
         class Handler(BaseHTTPRequestHandler):
             server_version = "station"
 
-            def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+            def do_GET(self) -> None:  # the http.server name
                 if token:
                     given = self.headers.get("Authorization", "")
                     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):

@@ -15,6 +15,7 @@ message goes, counted and an alarm; the database keeps every result whatever MQT
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import ssl
@@ -151,9 +152,7 @@ class MqttOutput(Worker):
             rc, why = mqtt.MQTT_ERR_CONN_LOST, str(exc)
         else:
             why = mqtt.error_string(rc)
-        if rc != mqtt.MQTT_ERR_SUCCESS or (
-            not self._connected.is_set() and self._connecting_since
-        ):
+        if rc != mqtt.MQTT_ERR_SUCCESS or (not self._connected.is_set() and self._connecting_since):
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 self._drop_connection(self._refused or why)
             elif time.monotonic() - self._connecting_since > CONNECT_TIMEOUT_S:
@@ -263,10 +262,8 @@ class MqttOutput(Worker):
                 self._pending.popleft()
                 self.overflowed += 1
         if client is not None:
-            try:
+            with contextlib.suppress(Exception):  # already closed
                 client.disconnect()
-            except Exception:  # already closed
-                pass
         self._retry_later(why)
 
     def _retry_later(self, why: str) -> None:

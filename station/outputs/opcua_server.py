@@ -24,6 +24,7 @@ the latest part: the records and MQTT carry each one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import threading
@@ -104,9 +105,12 @@ class _Session(InternalSession):
             _CALLER.reset(token)
 
 
+_NOBODY = User(role=UserRole.Anonymous)
+
+
 class _Internal(InternalServer):
     def create_session(
-        self, name: str, user: User = User(role=UserRole.Anonymous), external: bool = False
+        self, name: str, user: User = _NOBODY, external: bool = False
     ) -> InternalSession:
         return _Session(self, self.aspace, self.subscription_service, name, user=user,
                         external=external)  # fmt: skip
@@ -174,10 +178,8 @@ class OpcuaOutput:
         """Stop the server."""
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop has ended already
                 loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:  # the loop has ended already
-                pass
         if self._thread is not None:
             self._thread.join(timeout + 2.0)
             return not self._thread.is_alive()
@@ -241,38 +243,43 @@ class OpcuaOutput:
             server.set_certificate_validator(CertificateValidator(trust_store=store))
 
     async def _build(self, server: Server, idx: int) -> None:
-        objects = server.nodes.objects
-        station = await objects.add_object(ua.NodeId("Station", idx), ua.QualifiedName("Station", idx))
+        def nid(path: str) -> ua.NodeId:
+            return ua.NodeId(path, idx)  # type: ignore[arg-type]  # plain str / int accepted
+
+        def qname(path: str) -> ua.QualifiedName:
+            return ua.QualifiedName(path.rsplit(".", 1)[-1], idx)
+
+        async def obj(parent: Any, path: str) -> Any:
+            return await parent.add_object(nid(path), qname(path))
 
         async def var(parent: Any, path: str, value: Any, vtype: ua.VariantType) -> None:
-            name = path.rsplit(".", 1)[-1]
-            node = await parent.add_variable(
-                ua.NodeId(path, idx), ua.QualifiedName(name, idx), ua.Variant(value, vtype)
-            )
+            node = await parent.add_variable(nid(path), qname(path), ua.Variant(value, vtype))
             self.nodes[path] = (node, vtype)
 
-        S, D, L, T = ua.VariantType.String, ua.VariantType.Double, ua.VariantType.Int64, ua.VariantType.DateTime  # noqa: E501, N806
-        for name, value, vtype in (("State", "", S), ("Reason", "", S), ("Product", "", S),
-                                   ("ModelVersion", "", S), ("Limit", 0.0, D)):  # fmt: skip
-            await var(station, f"Station.{name}", value, vtype)
-        last = await station.add_object(ua.NodeId("Station.LastResult", idx), ua.QualifiedName("LastResult", idx))
-        for name, value, vtype in (("PartId", "", S), ("Verdict", "", S), ("Score", 0.0, D),
-                                   ("Limit", 0.0, D), ("Time", _utc(0), T), ("Product", "", S)):  # fmt: skip
-            await var(last, f"Station.LastResult.{name}", value, vtype)
-        counters = await station.add_object(ua.NodeId("Station.Counters", idx), ua.QualifiedName("Counters", idx))
+        text, real, count = ua.VariantType.String, ua.VariantType.Double, ua.VariantType.Int64
+        station = await obj(server.nodes.objects, "Station")
+        for name in ("State", "Reason", "Product", "ModelVersion"):
+            await var(station, f"Station.{name}", "", text)
+        await var(station, "Station.Limit", 0.0, real)
+        last = await obj(station, "Station.LastResult")
+        for name in ("PartId", "Verdict", "Product"):
+            await var(last, f"Station.LastResult.{name}", "", text)
+        for name in ("Score", "Limit"):
+            await var(last, f"Station.LastResult.{name}", 0.0, real)
+        await var(last, "Station.LastResult.Time", _utc(0), ua.VariantType.DateTime)
+        counters = await obj(station, "Station.Counters")
         for name in ("Inspected", "Nok", "Check", "Dropped", "Unrecorded", "BadFrames"):
-            await var(counters, f"Station.Counters.{name}", 0, L)
-        await var(counters, "Station.Counters.Shift", "", S)
-        alarms = await station.add_object(ua.NodeId("Station.Alarms", idx), ua.QualifiedName("Alarms", idx))
-        await var(alarms, "Station.Alarms.Active", [], S)
-        await var(alarms, "Station.Alarms.Unacknowledged", [], S)
-        arg = ua.VariantType.String
-        await station.add_method(ua.NodeId("Station.SwitchProduct", idx),
-                                 ua.QualifiedName("SwitchProduct", idx), self._switch, [arg], [])  # fmt: skip
-        await station.add_method(ua.NodeId("Station.Trigger", idx),
-                                 ua.QualifiedName("Trigger", idx), self._trigger, [], [])  # fmt: skip
-        await alarms.add_method(ua.NodeId("Station.Alarms.Acknowledge", idx),
-                                ua.QualifiedName("Acknowledge", idx), self._acknowledge, [arg], [])  # fmt: skip
+            await var(counters, f"Station.Counters.{name}", 0, count)
+        await var(counters, "Station.Counters.Shift", "", text)
+        alarms = await obj(station, "Station.Alarms")
+        await var(alarms, "Station.Alarms.Active", [], text)
+        await var(alarms, "Station.Alarms.Unacknowledged", [], text)
+        for parent, path, func, args in (
+            (station, "Station.SwitchProduct", self._switch, [text]),
+            (station, "Station.Trigger", self._trigger, []),
+            (alarms, "Station.Alarms.Acknowledge", self._acknowledge, [text]),
+        ):
+            await parent.add_method(nid(path), qname(path), func, args, [])
 
     # -- values ------------------------------------------------------------------------------
     async def _write(self, path: str, value: Any) -> None:
@@ -294,10 +301,8 @@ class OpcuaOutput:
                     log.exception("OPC UA: status unavailable")
                 else:
                     await self._write_status(st)
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), 0.05)
-            except asyncio.TimeoutError:
-                pass
 
     async def _write_result(self, r: InspectionResult) -> None:
         p = "Station.LastResult."
@@ -337,7 +342,7 @@ class OpcuaOutput:
             denied = type(exc).__name__ == "PermissionDenied"
             log.warning("OPC UA %s by %s refused: %s", what, getattr(user, "name", "?"), exc)
             code = ua.StatusCodes.BadUserAccessDenied if denied else ua.StatusCodes.BadInvalidState
-            return ua.StatusCode(code)
+            return ua.StatusCode(code)  # type: ignore[arg-type]  # an int code is the API
         return []
 
     async def _switch(self, parent: ua.NodeId, product: ua.Variant) -> ua.StatusCode | list[Any]:
@@ -351,9 +356,7 @@ class OpcuaOutput:
 
     async def _acknowledge(self, parent: ua.NodeId, alarm: ua.Variant) -> ua.StatusCode | list[Any]:
         text = str(alarm.Value if isinstance(alarm, ua.Variant) else alarm)
-        result = await self._act(
-            "Acknowledge", lambda s: self.actions.acknowledge(s, text)
-        )
+        result = await self._act("Acknowledge", lambda s: self.actions.acknowledge(s, text))
         if result == []:
             self._acknowledged.add(text)
         return result

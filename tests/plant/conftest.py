@@ -15,7 +15,7 @@ import pytest
 
 # test_pipeline's line_config / wait_until / station_factory: one set of helpers for all folders.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from test_pipeline import station_factory  # noqa: E402, F401  (a fixture, shared)
+from test_pipeline import station_factory  # noqa: F401  (a fixture, shared)
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 

@@ -90,8 +90,13 @@ def test_headless_run_answers_health_and_metrics_equal_to_the_rows(
                     break
                 time.sleep(0.03)
             text = get(base + "/metrics")[1]
-            for name in ("inspection_latency_seconds_bucket", "frames_dropped_total",
-                         "results_unrecorded", "drift_level", 'station_state{state="running"} 1.0'):
+            for name in (
+                "inspection_latency_seconds_bucket",
+                "frames_dropped_total",
+                "results_unrecorded",
+                "drift_level",
+                'station_state{state="running"} 1.0',
+            ):
                 assert name in text, name  # fmt: skip
             assert proc.wait(90) == 0, log_file.read_text()
         finally:

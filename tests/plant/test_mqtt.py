@@ -8,7 +8,6 @@ import dataclasses
 import json
 import re
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -110,7 +109,7 @@ def test_results_events_and_online_state_reach_the_broker(
         states = [e["state"] for e in events if e["kind"] == "state"]
         assert states[0] == "starting" and states[-1] == "stopped"
         assert any(e["kind"] == "model" for e in events)
-        assert [e for e in events if e["kind"] == "mqtt"][0]["data"]["up"] is True
+        assert next(e for e in events if e["kind"] == "mqtt")["data"]["up"] is True
     finally:
         sub.close()
 
@@ -147,7 +146,9 @@ def test_a_broker_restart_mid_run_loses_no_message(
         with Database(db_path(tmp_path / "data"), create=False) as db:
             mq = [e.message for e in reversed(db.query_events(kind="mqtt"))]
         assert [re.match(r"MQTT broker \S+ (\w+)", m).group(1) for m in mq] == [  # type: ignore[union-attr]
-            "connected", "lost", "back"
+            "connected",
+            "lost",
+            "back",
         ]
         assert any("lost" in e["message"] for e in sub.on("/event") if e["kind"] == "mqtt")
     finally:
