@@ -236,11 +236,18 @@ class OpcuaOutput:
         )
         if self.cfg.trusted_clients:
             from asyncua.crypto.truststore import TrustStore
-            from asyncua.crypto.validator import CertificateValidator
+            from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 
             store = TrustStore([Path(self.cfg.trusted_clients)], [])
             await store.load()
-            server.set_certificate_validator(CertificateValidator(trust_store=store))
+            # asyncua's default checks only time and URI: a trust store needs TRUSTED asked for.
+            options = (
+                CertificateValidatorOptions.TRUSTED_VALIDATION
+                | CertificateValidatorOptions.PEER_CLIENT
+            )
+            server.set_certificate_validator(
+                CertificateValidator(options, trust_store=store).validate
+            )
 
     async def _build(self, server: Server, idx: int) -> None:
         def nid(path: str) -> ua.NodeId:
