@@ -169,10 +169,14 @@ class OpcuaOutput:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the server on its own thread; returns once it listens (or failed to)."""
+        """Start the server on its own thread; returns at once (asyncua takes seconds to build
+        its address space, and the line does not wait for it)."""
         self._thread = threading.Thread(target=self._run, name="opcua", daemon=True)
         self._thread.start()
-        self._ready.wait(30.0)
+
+    def ready(self, timeout: float) -> bool:
+        """Wait until the server listens (True) or could not start (False)."""
+        return self._ready.wait(timeout) and self.link.up
 
     def close(self, timeout: float = 3.0) -> bool:
         """Stop the server."""

@@ -50,6 +50,7 @@ def test_with_a_certificate_only_trusted_clients_on_encrypted_channels(
     station = station_factory(cfg, model=demo_patchcore)
     add_users(station)
     station.start()
+    assert station.plant.opcua.ready(30)
     url = f"opc.tcp://127.0.0.1:{port}/station/"
 
     async def attempt(cert: Path | None, key: Path | None, uri: str) -> str:

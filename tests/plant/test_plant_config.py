@@ -37,3 +37,14 @@ def test_a_recipe_cannot_change_the_plant_interfaces() -> None:
 def test_loopback() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("plc")
+
+
+def test_the_readme_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Plant interfaces (OPC UA, MQTT, HTTP)", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "station.toml"
+    path.write_text(example)
+    cfg = load_config(path)
+    assert (cfg.mqtt.host, cfg.http.port, cfg.opcua.port) == ("10.0.0.5", 9100, 4840)
+    assert cfg.mqtt.station == "line3-cam1" and not cfg.opcua.anonymous
