@@ -3,6 +3,7 @@ package) for MQTT, an asyncua client on the station's own OPC UA server, HTTP wi
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -40,14 +41,17 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 class Mosquitto:
     """A real broker on a random port, from a config file; stop and start it again at will."""
 
-    def __init__(self, folder: Path, *, persistence: bool) -> None:
+    def __init__(self, folder: Path, *, persistence: bool, extra: list[str] | None = None) -> None:
         self.port = free_port()
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.conf = folder / "mosquitto.conf"
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            *(extra or ["allow_anonymous true"]),
+            # Run as whoever runs the tests: as root it would switch to the mosquitto user, who
+            # cannot read (nor persist into) the test's private temporary folder.
+            f"user {getpass.getuser()}",
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {folder}/",
             "autosave_interval 1",
