@@ -276,6 +276,44 @@ class PlcConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    host: str = ""  # the broker; empty = MQTT off
+    port: int = num(1883, 1, 65535)
+    prefix: str = "station"  # topics: <prefix>/<station>/result, /event, /online
+    station: str = ""  # this station's name in the topics; empty = reports.station_name or host
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    ca_file: str = ""  # with tls: the broker's CA certificate (empty = the system's CAs)
+    # Messages kept while the broker is away (sent when it is back); past this the oldest go,
+    # counted and an alarm (the database keeps every result whatever MQTT does).
+    buffer: int = num(10000, 1, 10_000_000)
+    keepalive_s: int = num(30, 5, 3600)
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    port: int = num(0, 0, 65535)  # GET /health and /metrics; 0 = off
+    bind: str = "127.0.0.1"
+    # Required on every request (`Authorization: Bearer <token>`) when set; a bind that is not a
+    # loopback address must set it.
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class OpcuaConfig:
+    port: int = num(0, 0, 65535)  # the OPC UA server (4840 is usual); 0 = off
+    bind: str = "127.0.0.1"
+    anonymous: bool = False  # anonymous clients may read (never call methods)
+    # The server's certificate and key (PEM or DER): with them only signed and encrypted
+    # channels (Basic256Sha256) are offered; a bind that is not a loopback address needs them.
+    certificate: str = ""
+    private_key: str = ""
+    # With a certificate: a folder of client certificates (DER or PEM) the server accepts.
+    trusted_clients: str = ""
+
+
+@dataclass(frozen=True)
 class StationConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -287,6 +325,9 @@ class StationConfig:
     reports: ReportsConfig = field(default_factory=ReportsConfig)
     reject: RejectConfig = field(default_factory=RejectConfig)
     plc: PlcConfig = field(default_factory=PlcConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    opcua: OpcuaConfig = field(default_factory=OpcuaConfig)
     origin: str = ""  # the file this was read from, for messages
 
 
@@ -368,12 +409,16 @@ _FILE_PATHS = (
     ("model", "weights"),
     ("model", "signing_key"),
     ("model", "trust_dir"),
+    ("mqtt", "ca_file"),
+    ("opcua", "certificate"),
+    ("opcua", "private_key"),
+    ("opcua", "trusted_clients"),
 )
 # Station settings a product's recipe may not change: who is trusted is not a product's choice.
 STATION_ONLY = (("model", "signing_key"), ("model", "trust_dir"), ("model", "allow_unsigned"))
-# Whole sections of the station's wiring: the reject output and the PLC belong to the station,
-# whatever product it runs (a recipe sets the camera's trigger, not where the gate is wired).
-STATION_SECTIONS = ("reject", "plc")
+# Whole sections of the station's wiring, not a product's: the reject output and the PLC (a
+# recipe sets the camera's trigger, not where the gate is wired) and how it talks to the plant.
+STATION_SECTIONS = ("reject", "plc", "mqtt", "http", "opcua")
 
 
 def _resolve_paths(table: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -430,6 +475,12 @@ def with_overlay(cfg: StationConfig, overlay: dict[str, Any], origin: str) -> St
             raise ConfigError(
                 f"{origin}: {section}.{key}: a station setting (the station's config file, an "
                 "admin's), not a product's"
+            )
+    for section in STATION_SECTIONS:
+        if section in overlay:
+            raise ConfigError(
+                f"{origin}: [{section}]: the station's plant interfaces are set in its config "
+                "file, not in a product's recipe"
             )
     try:
         merged = _build(StationConfig, _merge(to_table(cfg), overlay), "")
@@ -508,6 +559,51 @@ def validate(cfg: StationConfig) -> None:
         raise bad("records.on_failure", f"'{cfg.records.on_failure}' is not 'stop' or 'keep'")
     if cfg.gui.theme not in ("dark", "light"):
         raise bad("gui.theme", "must be 'dark' or 'light'")
+    _validate_plant(cfg, bad)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or 'localhost') only reaches this computer."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip()).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate_plant(cfg: StationConfig, bad: typing.Callable[[str, str], ConfigError]) -> None:
+    """The plant interfaces: nothing reachable from the network without a credential."""
+    if cfg.mqtt.prefix.strip("/") == "" or any(c in cfg.mqtt.prefix for c in "+#"):
+        raise bad("mqtt.prefix", f"{cfg.mqtt.prefix!r} must be a topic level without + or #")
+    if any(c in cfg.mqtt.station for c in "/+#"):
+        raise bad("mqtt.station", f"{cfg.mqtt.station!r} must not contain /, + or #")
+    if cfg.mqtt.password and not cfg.mqtt.username:
+        raise bad("mqtt.password", "set mqtt.username too")
+    if cfg.mqtt.ca_file and not cfg.mqtt.tls:
+        raise bad("mqtt.ca_file", "is only used with mqtt.tls = true")
+    for section, bind in (("http", cfg.http.bind), ("opcua", cfg.opcua.bind)):
+        if not bind.strip():
+            raise bad(f"{section}.bind", "must name an address (127.0.0.1, 0.0.0.0, ...)")
+    if cfg.http.port and not is_loopback(cfg.http.bind) and not cfg.http.token:
+        raise bad(
+            "http.token",
+            f"http.bind = {cfg.http.bind!r} is reachable from the network: set a token",
+        )
+    if bool(cfg.opcua.certificate) != bool(cfg.opcua.private_key):
+        raise bad("opcua.private_key", "set opcua.certificate and opcua.private_key together")
+    if cfg.opcua.trusted_clients and not cfg.opcua.certificate:
+        raise bad("opcua.trusted_clients", "needs opcua.certificate (encrypted channels)")
+    if cfg.opcua.port and not is_loopback(cfg.opcua.bind) and not cfg.opcua.certificate:
+        raise bad(
+            "opcua.certificate",
+            f"opcua.bind = {cfg.opcua.bind!r} is reachable from the network: passwords must not "
+            "travel in the clear, set a certificate and key",
+        )
+    if cfg.opcua.port and cfg.opcua.port == cfg.http.port:
+        raise bad("opcua.port", f"{cfg.opcua.port} is http.port too")
 
 
 def _numbers(section: Any, prefix: str) -> typing.Iterator[tuple[str, float, Range]]:

@@ -24,6 +24,7 @@ from station.app.demo import ensure_demo_product, remove_stale_temporaries
 from station.app.lock import DataDirLock
 from station.app.models import ProductModels
 from station.app.part_ids import PartIds
+from station.app.plant import PlantOutputs
 from station.app.products import Product, ProductStore
 from station.app.quality import (
     FalseReject,
@@ -54,6 +55,7 @@ from station.core.result import (
     StationState,
     Verdict,
 )
+from station.core.sinks import LineSink
 from station.core.worker import Worker
 from station.inspect.pipeline import Line, Subscription
 from station.inspect.sources import FixedModel, ModelSource
@@ -177,11 +179,13 @@ class StationApp:
         else:
             made, gate = camera, self.gate
             line_camera = made if gate is None else (lambda: PartCamera(made(), gate))
+        # MQTT, OPC UA, HTTP: sinks beside the recorder, each only where its section is on.
+        self.plant = PlantOutputs(self)
         self.line = Line(
             self.line_cfg,
             camera=line_camera,
             models=source,
-            sinks=[self.recorder] + ([self.gate] if self.gate is not None else []),
+            sinks=[self.recorder, *self._gate_sinks(), *self.plant.sinks],
             part_ids=PartIds(self.product, self._last_part_sequence),
             max_frames=max_frames,
             on_stopped=self._line_stopped,
@@ -202,6 +206,9 @@ class StationApp:
         self._plc_session: Session | None = None
 
     # -- line integration: reject output, PLC handshake ------------------------------------------
+    def _gate_sinks(self) -> list[LineSink]:
+        return [self.gate] if self.gate is not None else []
+
     def _line_io(self) -> tuple[RejectGate | None, PlcHandshake | None]:
         """The reject gate (when an output or a PLC is configured) and the PLC handshake; built,
         not started. Station settings, not a product's: the wiring is the station's."""
@@ -334,8 +341,10 @@ class StationApp:
             return self._access
 
     def close(self) -> None:
-        """Stop the line if it runs and close every connection."""
+        """Stop the line if it runs and close every connection (the plant interfaces last: a
+        PLC or a monitor reads "stopped" or "failed" until the station closes)."""
         self.stop()
+        self.plant.close()
         self.recorder.close_reader()
         with self._open_lock:
             if self._db is not None:
@@ -398,6 +407,7 @@ class StationApp:
             refused = self._records_refused()
             self._started = True
             self.recorder.start()
+            self.plant.start()
             if self.gate is not None:
                 self.gate.start()  # before the line: its first frames are parts with deadlines
             self.line.start()
@@ -422,6 +432,7 @@ class StationApp:
                 self.line.stop(10.0, reason="start failed")
                 self._stop_line_io(10.0)
             finally:
+                self.plant.close(1.0)
                 self.recorder.stop()
                 self.recorder.join(10.0)
                 self._lock.release()
@@ -561,6 +572,7 @@ class StationApp:
             alarms += self.gate.alarms()
         if self.plc is not None:
             alarms += self.plc.alarms()
+        alarms += self.plant.alarms()
         return dataclasses.replace(
             st, counters=counters, alarms=st.alarms + alarms, disk_free_mb=self._disk_free_mb()
         )

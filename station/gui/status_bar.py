@@ -1,4 +1,5 @@
-"""Status bar: camera (model, serial, fps), model version and threshold, runtime, disk, clock."""
+"""Status bar: camera (model, serial, fps), model version and threshold, runtime, disk, the
+active alarms (a plant link lost, records not written, ...), clock."""
 
 from __future__ import annotations
 
@@ -36,7 +37,16 @@ def status_texts(status: LineStatus) -> dict[str, str]:
         "model": f"Model: {status.model_version or 'none'}  limit {thr}",
         "runtime": runtime_name(status.runtime),
         "disk": disk_text(status.disk_free_mb),
+        "alarm": alarm_text(status.alarms),
     }
+
+
+def alarm_text(alarms: tuple[str, ...]) -> str:
+    """The first active alarm and how many more; empty without any."""
+    if not alarms:
+        return ""
+    more = f" (+{len(alarms) - 1} more)" if len(alarms) > 1 else ""
+    return f"\u26a0 {alarms[0]}{more}"
 
 
 class StatusBar(QFrame):
@@ -54,6 +64,7 @@ class StatusBar(QFrame):
             ("model", 4),
             ("runtime", 0),
             ("disk", 0),
+            ("alarm", 4),
             ("clock", 0),
         ):
             label = QLabel("-", self)
@@ -63,6 +74,7 @@ class StatusBar(QFrame):
                 label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             lay.addWidget(label, stretch)
             self.items[key] = label
+        self.items["alarm"].setStyleSheet("font-weight: bold;")
         self._shown: dict[str, str] = {}
         self._low_disk = False
 

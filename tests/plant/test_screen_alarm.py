@@ -1,0 +1,19 @@
+"""A plant link's alarm reaches the screen: the status bar shows the app's active alarms."""
+
+from __future__ import annotations
+
+from station.core.result import LineStatus, StationState
+from station.gui.status_bar import StatusBar, status_texts
+
+
+def test_the_status_bar_shows_the_first_alarm_and_how_many_more(qtbot) -> None:
+    lost = "MQTT broker 10.0.0.5:1883 lost: connection refused (12 messages waiting)"
+    assert status_texts(LineStatus(StationState.RUNNING))["alarm"] == ""
+    one = status_texts(LineStatus(StationState.RUNNING, alarms=(lost,)))["alarm"]
+    assert one == f"\u26a0 {lost}"
+    bar = StatusBar()
+    qtbot.addWidget(bar)
+    assert bar.set_status(LineStatus(StationState.RUNNING, alarms=(lost, "disk low")))
+    assert bar.text("alarm") == f"\u26a0 {lost} (+1 more)"
+    assert bar.set_status(LineStatus(StationState.RUNNING))
+    assert bar.text("alarm") == ""
