@@ -465,11 +465,6 @@ def to_table(cfg: StationConfig) -> dict[str, Any]:
 
 def with_overlay(cfg: StationConfig, overlay: dict[str, Any], origin: str) -> StationConfig:
     """`cfg` with the keys of `overlay` (a product's recipe) on top, checked like a file."""
-    for section in STATION_SECTIONS:
-        if section in overlay:
-            raise ConfigError(
-                f"{origin}: [{section}]: the station's wiring (its config file), not a product's"
-            )
     for section, key in STATION_ONLY:
         if key in (overlay.get(section) or {}):
             raise ConfigError(
@@ -479,8 +474,8 @@ def with_overlay(cfg: StationConfig, overlay: dict[str, Any], origin: str) -> St
     for section in STATION_SECTIONS:
         if section in overlay:
             raise ConfigError(
-                f"{origin}: [{section}]: the station's plant interfaces are set in its config "
-                "file, not in a product's recipe"
+                f"{origin}: [{section}]: the station's wiring and plant interfaces are set in "
+                "its config file, not in a product's recipe"
             )
     try:
         merged = _build(StationConfig, _merge(to_table(cfg), overlay), "")

@@ -30,7 +30,7 @@ def test_bad_plant_settings_name_the_key(tmp_path: Path, text: str, message: str
 
 
 def test_a_recipe_cannot_change_the_plant_interfaces() -> None:
-    with pytest.raises(ConfigError, match=r"\[mqtt\]: the station's plant interfaces"):
+    with pytest.raises(ConfigError, match=r"\[mqtt\]: the station's wiring and plant interfaces"):
         with_overlay(StationConfig(), {"mqtt": {"host": "elsewhere"}}, "recipe other")
 
 
