@@ -65,7 +65,7 @@ from station.records.db import (
 )
 from station.records.retention import RetentionReport, apply_retention
 from station.records.shifts import shift_key
-from station.records.spool import SPOOL_DIR, Spool
+from station.records.spool import LEDGER, SPOOL_DIR, CountsLedger, Spool
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,12 @@ class Recorder(Worker):
         self.on_commit = on_commit
         self.on_lost = on_lost
         self.spool = Spool(self.data_dir / SPOOL_DIR, int(self.cfg.spool_mb * 1e6))
+        # Counts no row carries, kept on disk while the database cannot take them (see
+        # CountsLedger); `_ledger_id` names the ledger record whose counts are in `_deltas`.
+        self._ledger = CountsLedger(self.data_dir / SPOOL_DIR / LEDGER)
+        self._ledger_id: str | None = None
+        self._ledger_dirty = False
+        self._ledger_loaded = False
         self._run_id = f"{os.getpid()}-{time.time_ns()}"  # tells this run's spool records apart
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max(1, queue_size))
         self._lock = threading.Lock()  # guards the counters below; never held during I/O
@@ -546,6 +552,7 @@ class Recorder(Worker):
         else:
             self._show(shift, counts)
         self._unrecorded += 1
+        self._ledger_dirty = True  # the writer puts it on disk (never under this lock)
         self._delta(shift, (counts[0], counts[1], 0, 1, counts[4]))
         self._show(shift, (0, 0, 0, 1, 0))
         if self._alarm_reason is None:
@@ -567,6 +574,7 @@ class Recorder(Worker):
         if self.cfg.spool_mb > 0 and not self.spool.reserve():
             log.warning("records spool: no room to set its %.0f MB aside", self.cfg.spool_mb)
         self._open()
+        self._ledger.prepare()
 
     def _open(self) -> None:
         """Open the database; a busy one (another process holding its lock longer than the
@@ -582,6 +590,7 @@ class Recorder(Worker):
                     self._alarm_reason = f"records not written ({exc})"
             log.warning("records database busy, trying again in %.0f s: %s", REOPEN_S, exc)
             return
+        self._load_ledger()
         self._replay_spool()
 
     def recover_spool(self) -> int:
@@ -592,6 +601,7 @@ class Recorder(Worker):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._db = Database(self.db_path)
         try:
+            self._load_ledger()
             return self._replay_spool()
         finally:
             self._db.close()
@@ -604,6 +614,8 @@ class Recorder(Worker):
         batch = self._collect(block=True)
         if batch or self._has_deltas():
             self._write(batch)
+        if self._ledger_dirty:
+            self._save_ledger()
         with self._lock:
             waiting = self._spool_waiting
         if (
@@ -658,6 +670,8 @@ class Recorder(Worker):
                 if self._has_deltas():
                     self._write([])
         finally:
+            if self._ledger_dirty:
+                self._save_ledger()
             self.spool.close()
             if self._db is not None:
                 self._db.close()
@@ -703,6 +717,45 @@ class Recorder(Worker):
         with self._lock:
             for shift, v in taken.items():
                 self._delta(shift, (v[0], v[1], v[2], v[3], v[4]))
+            if taken:
+                self._ledger_dirty = True  # not committed: on disk until they are
+
+    def _load_ledger(self) -> None:
+        """Once, with the database open: counts an earlier run could not store go into this
+        run's deltas (unless the database already noted their record)."""
+        if self._ledger_loaded or self._db is None:
+            return
+        self._ledger_loaded = True
+        record = self._ledger.read()
+        if record is None:
+            return
+        name = str(record["id"])
+        try:
+            with self._db.transaction() as cur:
+                done = cur.execute("SELECT 1 FROM spooled_files WHERE name = ?", (name,)).fetchone()
+        except sqlite3.Error as exc:
+            log.warning("records: counts ledger not checked (%s); kept for the next start", exc)
+            return
+        if done:
+            self._ledger.write(None)
+            return
+        with self._lock:
+            for shift, v in dict(record.get("counts", {})).items():
+                self._delta(str(shift), tuple(int(x) for x in v))  # type: ignore[arg-type]
+            self._ledger_id = name
+        log.warning("records: counts of an earlier run brought in from the ledger: %s", record)
+
+    def _save_ledger(self) -> None:
+        """Write the counts still waiting for the database (writer thread, no transaction in
+        flight), under a new id; an empty ledger once there are none."""
+        with self._lock:
+            self._ledger_dirty = False
+            counts = {k: list(v) for k, v in self._deltas.items()}
+        record = (
+            {"id": f"counts-{self._run_id}-{time.time_ns()}", "counts": counts} if counts else None
+        )
+        if self._ledger.write(record):
+            self._ledger_id = None if record is None else str(record["id"])
 
     def _encode(self, frame: _Frame) -> tuple[bytes, bytes | None] | None:
         if frame.image is None:
@@ -738,6 +791,7 @@ class Recorder(Worker):
         with self._flush_lock:
             deltas = self._take_deltas()
             counts = {k: list(v) for k, v in deltas.items()}
+            ledger = self._ledger_id if deltas else None  # its counts are all in `deltas`
             try:
                 with db.transaction() as cur:
                     if (
@@ -753,12 +807,13 @@ class Recorder(Worker):
                         cur.executemany(INSERT_EVENT, [event_row(e) for e in events])
                     if counts:
                         cur.executemany(UPSERT_COUNTS, [(k, *v) for k, v in counts.items()])
-                    if spool_file is not None:
-                        cur.execute(
-                            "INSERT OR IGNORE INTO spooled_files (name, rows, time) "
-                            "VALUES (?, ?, ?)",
-                            (spool_file, len(result.committed), time.time()),
-                        )
+                    for name, n in ((spool_file, len(result.committed)), (ledger, 0)):
+                        if name is not None:
+                            cur.execute(
+                                "INSERT OR IGNORE INTO spooled_files (name, rows, time) "
+                                "VALUES (?, ?, ?)",
+                                (name, n, time.time()),
+                            )
                     if self.durable_files:
                         for d in dirs:  # renames durable before the rows that name them
                             fsync_dir(d)
@@ -770,6 +825,9 @@ class Recorder(Worker):
                         log.warning("%s not removed after a rollback: %s", p, exc)
                 self._restore_deltas(deltas)
                 raise
+            if ledger is not None and ledger == self._ledger_id:
+                self._ledger_id = None
+                self._ledger_dirty = True  # stored: the ledger empties (or holds what came since)
             self._settled(frames, inserted)
         return result, frames
 

@@ -239,3 +239,71 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+LEDGER = "counts.ledger"
+LEDGER_BYTES = 4096
+
+
+class CountsLedger:
+    """The shift counts the database has not taken yet (results lost, frames dropped while it
+    could not be written), kept on disk so that a station that exits before the database is
+    writable again still brings them into its counters at the next start.
+
+    One fixed-size file, written at start and then only overwritten in place: it needs no new
+    room on a full disk. Its record carries an id; the recorder notes the id in the database in
+    the transaction that stores those counts (the spool files' table), so a crash between that
+    COMMIT and the ledger's next write never counts them twice.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def prepare(self) -> None:
+        """Create the file at its full size (real blocks, not a hole) if it is not there."""
+        try:
+            if self.path.is_file() and self.path.stat().st_size == LEDGER_BYTES:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("wb") as fh:
+                fh.write(b" " * LEDGER_BYTES)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            log.warning("records: counts ledger %s cannot be made: %s", self.path, exc)
+
+    def write(self, record: dict[str, Any] | None) -> bool:
+        """Overwrite the record (None: empty), durably; False when it cannot be written."""
+        data = b"" if record is None else json.dumps(record, separators=(",", ":")).encode()
+        if len(data) > LEDGER_BYTES:
+            log.error("records: %d bytes of counts do not fit the ledger", len(data))
+            return False
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+        except OSError as exc:
+            log.warning("records: counts ledger %s cannot be opened: %s", self.path, exc)
+            return False
+        try:
+            os.pwrite(fd, data.ljust(LEDGER_BYTES), 0)
+            os.fsync(fd)
+            return True
+        except OSError as exc:
+            log.warning("records: counts ledger %s not written: %s", self.path, exc)
+            return False
+        finally:
+            os.close(fd)
+
+    def read(self) -> dict[str, Any] | None:
+        """The record, or None (empty, missing, or damaged: ignored with a warning)."""
+        try:
+            text = self.path.read_bytes().strip()
+        except OSError:
+            return None
+        if not text:
+            return None
+        try:
+            record = json.loads(text)
+        except ValueError:
+            log.warning("records: counts ledger %s is damaged; ignored", self.path)
+            return None
+        return record if isinstance(record, dict) and "id" in record else None

@@ -111,3 +111,37 @@ def test_the_write_check_passes_a_writable_database_and_leaves_nothing(station_d
     assert writable(db_path(station_dir)) is None
     with sqlite3.connect(db_path(station_dir)) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == before
+
+
+def _stored_counts(data: Path) -> tuple[int, int]:
+    """Inspected and unrecorded over every shift, as the database stores them."""
+    with sqlite3.connect(f"{db_path(data).as_uri()}?mode=ro", uri=True) as conn:
+        row = conn.execute("SELECT sum(inspected), sum(unrecorded) FROM shift_counters").fetchone()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+def test_results_lost_before_an_exit_are_still_in_the_next_runs_counters(
+    station_dir: Path, demo_product: Path, tmp_path: Path
+) -> None:
+    """Without a spool (spool_mb = 0) and a database it may not write, every result is lost;
+    the station exits with the database still read-only. The counts of those parts must reach
+    the stored counters at the next start (from the counts ledger), once, not be forgotten."""
+    cfg = write_config(
+        tmp_path / "station.toml", demo_product, fps=10.0,
+        extra='on_failure = "keep"\nspool_mb = 0',
+    )  # fmt: skip
+    before = _stored_counts(station_dir)
+    db_path(station_dir).chmod(0o444)
+    try:
+        run = _run(station_dir, cfg, 5)
+    finally:
+        for f in station_dir.glob("station.db*"):
+            f.chmod(0o600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert _rows(station_dir) == 0 and _stored_counts(station_dir) == before
+    for _ in range(2):  # the second start must not count them again
+        again = _run(station_dir, cfg, 1)
+        assert again.returncode == 0, again.stdout + again.stderr
+    inspected, unrecorded = _stored_counts(station_dir)
+    assert _rows(station_dir) == 2
+    assert (inspected - before[0], unrecorded - before[1]) == (7, 5)
