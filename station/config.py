@@ -136,6 +136,9 @@ class ModelConfig:
     trust_dir: str = ""
     allow_unsigned: bool = False
     threads: int = num(0, 0, 256)  # intra-op threads for torch / onnxruntime; 0 = all cores
+    # `station fit --auto`: a recipe whose p95 time per part on this machine is over this is
+    # not chosen (the line's budget: 500 ms a board on a Jetson Orin Nano)
+    latency_budget_ms: float = num(500.0, 1, 600_000)
     seed: int = num(0, 0, 2**32 - 1)
 
 

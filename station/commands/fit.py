@@ -31,6 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="TOML config (default configs/default.toml)")
     p.add_argument("--json", type=Path, help="also write the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--auto",
+        action="store_true",
+        help="choose the recipe from the good images alone (candidates judged on synthetic "
+        "defects within model.latency_budget_ms), then fit it",
+    )
     p.set_defaults(func=run)
 
 
@@ -50,6 +56,15 @@ def run(args: argparse.Namespace) -> int:
     if args.weights:
         model_cfg = dataclasses.replace(model_cfg, weights=args.weights)
     images = training_images(args.data)
+    auto = None
+    if args.auto:
+        from station.app.auto_recipe import choose_recipe
+
+        auto = choose_recipe(
+            images, model_cfg, budget_ms=model_cfg.latency_budget_ms,
+            log=(lambda _m: None) if args.quiet else print,
+        )  # fmt: skip
+        model_cfg = auto.config
     if app is not None:
         try:
             report = app.fit_version(
@@ -77,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         "fit_seconds": round(report.fit_seconds, 2),
         "threshold": report.threshold,
     }
+    if auto is not None:
+        summary["auto"] = auto.to_json()
     print(
         f"fitted {report.artifact}: {report.n_train} images ({report.n_calibration} held out for "
         f"calibration), bank {report.bank_size} of {report.n_patches} patches, "
