@@ -14,6 +14,7 @@ from station.config import StationConfig
 from station.core.result import StationEvent
 from station.model.artifact import ModelStore
 from station.model.patchcore import PatchCore
+from station.model.search import SearchSpec
 from station.model.signing import Trust
 
 
@@ -61,6 +62,7 @@ class ProductModels:
             self.cfg.model.runtime,
             threads=self.cfg.model.threads,
             trust=self.trust() if self.trust is not None else None,
+            search=SearchSpec.from_config(self.cfg.model),
         )
 
     def release(self, model: PatchCore) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+
+from station.model.search import Index, SearchPlan, build_index
 
 ProgressFn = Callable[[int, int], None]
 FINAL_PASS_MAX = 32768  # candidates up to which the final exact greedy pass is affordable
@@ -111,30 +113,46 @@ class Neighbours:
     indices: np.ndarray  # int64 Q x k
 
 
-class MemoryBank:
-    """Nominal patch features and exact L2 nearest-neighbour search.
+def _neighbours(d2: np.ndarray, idx: np.ndarray) -> Neighbours:
+    return Neighbours(np.sqrt(np.maximum(d2, 0.0)).astype(np.float32), idx.astype(np.int64))
 
-    `backend="faiss"` is the station's CPU path; `backend="torch"` is the reference used by the
-    torch runtime. Both are exact, so they agree to float rounding.
+
+class MemoryBank:
+    """Nominal patch features and L2 nearest-neighbour search through an index.
+
+    Without a plan the search is exact: `backend="faiss"` is the station's CPU path,
+    `backend="torch"` the reference used by the torch runtime; both agree to float rounding. A
+    plan (station.model.search.plan_search) names an approximate index (HNSW, IVF-flat) or the
+    ONNX kNN graph; the index is built here, at load.
     """
 
-    def __init__(self, bank: np.ndarray, backend: str = "faiss", threads: int = 0) -> None:
+    def __init__(
+        self,
+        bank: np.ndarray,
+        backend: str = "faiss",
+        threads: int = 0,
+        plan: SearchPlan | None = None,
+    ) -> None:
         if bank.ndim != 2 or bank.shape[0] == 0:
             raise ValueError(f"memory bank must be a non-empty 2-D array, got shape {bank.shape}")
+        if backend not in ("faiss", "torch"):
+            raise ValueError(f"unknown kNN backend '{backend}' (faiss or torch)")
         self.bank = np.ascontiguousarray(bank, dtype=np.float32)
         self.backend = backend
-        if backend == "faiss":
+        if backend == "faiss" and threads:
             import faiss
 
-            if threads:
-                faiss.omp_set_num_threads(threads)
-            self._index = faiss.IndexFlatL2(self.bank.shape[1])
-            self._index.add(self.bank)
-        elif backend == "torch":
-            self._tbank = torch.from_numpy(self.bank)
-            self._tsq = (self._tbank * self._tbank).sum(1)
-        else:
-            raise ValueError(f"unknown kNN backend '{backend}' (faiss or torch)")
+            faiss.omp_set_num_threads(threads)
+        self._threads = threads
+        self._exact: Index | None = None
+        t0 = time.perf_counter()
+        self._index = build_index(
+            self.bank,
+            plan or SearchPlan("exact"),
+            torch_exact=backend == "torch",
+            threads=threads,
+        )
+        self.build_s = time.perf_counter() - t0
 
     @property
     def size(self) -> int:
@@ -144,17 +162,28 @@ class MemoryBank:
     def dim(self) -> int:
         return int(self.bank.shape[1])
 
+    @property
+    def plan(self) -> SearchPlan:
+        """The index this bank searches with."""
+        return self._index.plan
+
+    @property
+    def distances_computed(self) -> int:
+        """Query-to-bank distances the index has computed so far (the bench's floor counts them)."""
+        return self._index.distances
+
     def search(self, queries: np.ndarray, k: int = 1) -> Neighbours:
-        """The k nearest bank entries of each query row (exact L2)."""
+        """The k nearest bank entries of each query row, as the plan's index finds them."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.backend == "faiss":
-            d2, idx = self._index.search(q, k)
-        else:
-            tq = torch.from_numpy(q)
-            d2t = (tq * tq).sum(1, keepdim=True) - 2.0 * tq @ self._tbank.T + self._tsq
-            vals, ind = torch.topk(d2t, k, dim=1, largest=False)
-            d2, idx = vals.numpy(), ind.numpy()
-        return Neighbours(np.sqrt(np.maximum(d2, 0.0)).astype(np.float32), idx.astype(np.int64))
+        return _neighbours(*self._index.search(q, k))
+
+    def exact_search(self, queries: np.ndarray, k: int = 1) -> Neighbours:
+        """The exact k nearest bank entries, whatever the index: the reference for recall."""
+        if self._index.plan.method == "exact":
+            return self.search(queries, k)
+        if self._exact is None:
+            self._exact = build_index(self.bank, SearchPlan("exact"), threads=self._threads)
+        return _neighbours(*self._exact.search(np.ascontiguousarray(queries, np.float32), k))
 
     def reweighted_score(
         self, patch: np.ndarray, nearest: int, nearest_distance: float, neighbours: int

@@ -27,6 +27,7 @@ from station.model.preprocess import (
     assemble_map,
     prepare,
 )
+from station.model.search import SearchSpec, plan_search
 from station.model.signing import Trust
 from station.runtime.base import Runtime, RuntimeKind
 
@@ -102,13 +103,23 @@ class PatchCore:
         threads: int = 0,
         weights: str | None = None,
         trust: Trust | None = None,
+        search: SearchSpec | None = None,
     ) -> PatchCore:
         """Load an artifact and the runtime that runs it (torch, onnx or tensorrt); with
-        `trust`, only a version signed by a trusted key."""
+        `trust`, only a version signed by a trusted key; the bank's index as `search` (the
+        `model.search*` keys; default "auto") plans it for the bank's size."""
         artifact = load_artifact(path, trust)
+        plan = plan_search(search or SearchSpec(), int(artifact.bank.shape[0]))
         rt = create_runtime(runtime, artifact, threads=threads, weights=weights)
         backend = "torch" if rt.kind == RuntimeKind.TORCH else "faiss"
-        return cls(artifact, rt, MemoryBank(artifact.bank, backend=backend, threads=threads))
+        try:
+            bank = MemoryBank(artifact.bank, backend=backend, threads=threads, plan=plan)
+        except BaseException:
+            rt.close()
+            raise
+        log.info("%s: %d-row bank searched by %s (built in %.2f s)", artifact.path,
+                 bank.size, plan.describe(), bank.build_s)  # fmt: skip
+        return cls(artifact, rt, bank)
 
     def predict(self, image: np.ndarray) -> Prediction:
         """Score one image: anomaly map at the image's size and the reweighted image score."""
