@@ -145,6 +145,8 @@ class MemoryBank:
             faiss.omp_set_num_threads(threads)
         self._threads = threads
         self._exact: Index | None = None
+        self._refined = 0  # distances of search_for_score's exact second look
+        self._sq: np.ndarray | None = None  # squared norms of the bank rows, for that look
         t0 = time.perf_counter()
         self._index = build_index(
             self.bank,
@@ -170,12 +172,63 @@ class MemoryBank:
     @property
     def distances_computed(self) -> int:
         """Query-to-bank distances the index has computed so far (the bench's floor counts them)."""
-        return self._index.distances
+        return self._index.distances + self._refined
 
     def search(self, queries: np.ndarray, k: int = 1) -> Neighbours:
         """The k nearest bank entries of each query row, as the plan's index finds them."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         return _neighbours(*self._index.search(q, k))
+
+    def search_for_score(self, queries: np.ndarray, top: float) -> Neighbours:
+        """Each patch's nearest bank entry, exact for the patches the image score is made of.
+
+        The image score is the mean of the `top` fraction of patch distances (patchcore's
+        image_score; top 0: the largest one). An approximate index misses most where it matters:
+        a patch far from every nominal one, the very patches at the top. Its distances are upper
+        bounds (a row it found, not necessarily the nearest), so the highest ones are searched
+        again exactly, doubling the set until the k-th largest exact distance is at least every
+        remaining upper bound: then the top k are the exact search's, and so is the score.
+        Measured on magnetic_tile's 582 test images (HNSW ef 32, 40,000 rows): image AUROC
+        0.9322 without this step against 0.9397 exact; with it 0.9397, every score within 5e-7.
+        """
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        nn = self.search(q, 1)
+        n = q.shape[0]
+        if self.plan.method in ("exact", "graph") or n == 0:
+            return nn
+        k = max(1, round(top * n)) if top > 0 else 1  # as image_score counts them
+        bound = nn.distances[:, 0]
+        dist, idx = bound.copy(), nn.indices[:, 0].copy()
+        order = np.argsort(-bound, kind="stable")
+        m, done = min(n, 2 * k), 0
+        while True:
+            cand = order[done:m]
+            dist[cand], idx[cand] = self._nearest_exactly(q[cand])
+            self._refined += cand.size * self.size
+            done = m
+            if m == n:
+                break
+            top_k = np.partition(dist[order[:m]], m - k)[m - k]
+            if top_k >= bound[order[m]]:
+                break
+            m = min(n, 2 * m)
+        return Neighbours(dist[:, None], idx[:, None])
+
+    def _nearest_exactly(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact nearest row of a few queries as one BLAS GEMM: for tens of queries faiss's flat
+        search took 3 to 6x longer here (36 ms against 12 ms for 45 queries over 40,000 rows)."""
+        if self._sq is None:
+            self._sq = np.einsum("ij,ij->i", self.bank, self.bank)
+        dist = np.empty(q.shape[0], np.float32)
+        idx = np.empty(q.shape[0], np.int64)
+        for s in range(0, q.shape[0], 256):  # bounds the Q x M matrix at 256 x M
+            part = q[s : s + 256]
+            d2 = self._sq - 2.0 * (part @ self.bank.T)
+            best = d2.argmin(1)
+            near = d2[np.arange(part.shape[0]), best] + np.einsum("ij,ij->i", part, part)
+            dist[s : s + part.shape[0]] = np.sqrt(np.maximum(near, 0.0))
+            idx[s : s + part.shape[0]] = best
+        return dist, idx
 
     def exact_search(self, queries: np.ndarray, k: int = 1) -> Neighbours:
         """The exact k nearest bank entries, whatever the index: the reference for recall."""
@@ -197,7 +250,10 @@ class MemoryBank:
         b = min(neighbours, self.size)
         if b <= 1:
             return float(nearest_distance)
-        support = self.search(self.bank[nearest][None, :], b).indices[0]
+        # One query: searched exactly whatever the index, like the patch it weighs.
+        support = self.exact_search(self.bank[nearest][None, :], b).indices[0]
+        if self.plan.method != "exact":
+            self._refined += self.size
         d = np.linalg.norm(self.bank[support] - patch[None, :], axis=1).astype(np.float64)
         d[0] = nearest_distance if support[0] == nearest else d[0]
         z = np.exp(d - d.max())

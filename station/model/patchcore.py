@@ -130,7 +130,7 @@ class PatchCore:
         t2 = time.perf_counter()
         valid = prepared.valid_patches()
         rows = np.ascontiguousarray(feats.transpose(0, 2, 3, 1)[valid])
-        nn = self.bank.search(rows, 1)
+        nn = self.bank.search_for_score(rows, self.score_top)
         dist = nn.distances[:, 0]
         score = image_score(self.bank, rows, nn, self.score_top, self.neighbours)
         t3 = time.perf_counter()
@@ -239,7 +239,7 @@ def score_features(
     bank: MemoryBank, feats: np.ndarray, prepared: Prepared, top: float, b: int
 ) -> float:
     rows = valid_patch_features(feats, prepared)
-    return image_score(bank, rows, bank.search(rows, 1), top, b)
+    return image_score(bank, rows, bank.search_for_score(rows, top), top, b)
 
 
 __all__ = ["STRIDE", "PatchCore", "Prediction", "training_images"]

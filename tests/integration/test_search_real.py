@@ -19,18 +19,18 @@ from station.model.search import SearchSpec
 from station.model.training import fit
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "magnetic_tile"
-N_TRAIN = 40
+N_TRAIN = 120
 
 
 @pytest.fixture(scope="module")
 def tile_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model fitted on 40 real tiles with a quarter of their patches kept: a bank of about
-    12,000 rows, above the size where `auto` leaves exact search."""
+    """A model fitted on 120 real tiles with the default config: a bank of about 12,000 rows,
+    above the size where `auto` leaves exact search."""
     if not DATA.is_dir():
         pytest.skip(f"{DATA} is absent (the shared real-image sets live beside the repository)")
     files = training_images(DATA)
     out = tmp_path_factory.mktemp("search") / "mt"
-    fit(files[:: len(files) // N_TRAIN][:N_TRAIN], ModelConfig(coreset_ratio=0.25), out)
+    fit(files[:: len(files) // N_TRAIN][:N_TRAIN], ModelConfig(), out)
     return out
 
 

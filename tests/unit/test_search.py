@@ -125,3 +125,30 @@ def test_graph_index_serves_other_k_exactly():
     mem = MemoryBank(bank, plan=SearchPlan("graph"))
     nn = mem.search(q, 5)  # the graph is built for k = 1: the reweighting's k goes to faiss
     np.testing.assert_array_equal(nn.indices, _brute(bank, q, 5)[1])
+
+
+@pytest.mark.parametrize("top", [0.05, 0.0])
+def test_the_patches_of_the_image_score_are_searched_exactly(top: float):
+    """A poor index (HNSW with a beam of 1) misses many nearest rows, most of all for queries far
+    from the bank; the patches that make the image score still get their exact distances."""
+    from station.model.patchcore import image_score
+
+    bank = _clustered(5000)
+    rng = np.random.default_rng(3)
+    q = np.vstack([_clustered(400, seed=1), rng.normal(0, 6, (30, 24))]).astype(np.float32)
+    d, order = _brute(bank, q, 1)
+    poor = MemoryBank(bank, plan=SearchPlan("hnsw", hnsw_m=4, hnsw_ef=1, ef_construction=8))
+    exact = MemoryBank(bank)
+    plain = poor.search(q, 1)
+    k = max(1, round(top * len(q)))
+    top_rows = np.argsort(-d[:, 0])[:k]
+    assert (plain.indices[top_rows, 0] != order[top_rows, 0]).any(), "the index must miss here"
+    before = poor.distances_computed
+    nn = poor.search_for_score(q, top)
+    assert 0 < poor.distances_computed - before < len(q) * len(bank)  # the look is counted
+    got_top = np.sort(nn.distances[:, 0])[-k:]
+    np.testing.assert_allclose(got_top, np.sort(d[:, 0])[-k:], rtol=1e-4)
+    ref = image_score(exact, q, exact.search(q, 1), top, 9)
+    assert image_score(poor, q, nn, top, 9) == pytest.approx(ref, rel=1e-5)
+    # The other patches keep the index's answer: never below the exact distance.
+    assert (nn.distances[:, 0] >= d[:, 0] * (1 - 1e-4) - 1e-4).all()
