@@ -13,6 +13,9 @@ from station.model.search import Index, SearchPlan, build_index
 
 ProgressFn = Callable[[int, int], None]
 FINAL_PASS_MAX = 32768  # candidates up to which the final exact greedy pass is affordable
+# search_for_score's first exact look covers the top k patches and this share more; the set
+# doubles while that does not settle the top k.
+LOOK_MARGIN = 0.25
 
 
 def greedy_coreset(
@@ -200,7 +203,7 @@ class MemoryBank:
         bound = nn.distances[:, 0]
         dist, idx = bound.copy(), nn.indices[:, 0].copy()
         order = np.argsort(-bound, kind="stable")
-        m, done = min(n, 2 * k), 0
+        m, done = min(n, k + math.ceil(LOOK_MARGIN * k)), 0
         while True:
             cand = order[done:m]
             dist[cand], idx[cand] = self._nearest_exactly(q[cand])

@@ -35,11 +35,11 @@ def tile_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _test_set() -> tuple[list[np.ndarray], list[int]]:
-    """8 good tiles and 2 of each defect type, spread over the test folders."""
+    """6 good tiles and 1 of each defect type, spread over the test folders."""
     images, labels = [], []
     for folder in sorted((DATA / "test").iterdir()):
         files = list_images(folder)
-        n = 8 if folder.name == "good" else 2
+        n = 6 if folder.name == "good" else 1
         for f in files[:: max(1, len(files) // n)][:n]:
             images.append(read_image(f))
             labels.append(int(folder.name != "good"))
@@ -51,6 +51,7 @@ def _run(model: PatchCore, images: list[np.ndarray]) -> tuple[np.ndarray, list[n
     return np.array([p.score for p in preds]), [p.anomaly_map for p in preds]
 
 
+@pytest.mark.slow
 def test_hnsw_finds_the_exact_nearest_patch_on_real_features(tile_model: Path):
     from station.commands.bench import search_recall
 
@@ -61,7 +62,7 @@ def test_hnsw_finds_the_exact_nearest_patch_on_real_features(tile_model: Path):
         assert auto.bank.size > SearchSpec().exact_below
         assert auto.bank.plan.method == "hnsw"
         r = search_recall(auto, images)
-        assert r["patches"] > 10_000
+        assert r["patches"] > 8_000
         assert r["recall_at_1"] >= 0.99, r
         s_auto, _ = _run(auto, images)
         s_exact, _ = _run(exact, images)
@@ -74,6 +75,7 @@ def test_hnsw_finds_the_exact_nearest_patch_on_real_features(tile_model: Path):
     assert round(auroc(s_auto, labels), 3) == round(auroc(s_exact, labels), 3)
 
 
+@pytest.mark.slow
 def test_onnx_knn_graph_gives_the_maps_of_faiss(tile_model: Path):
     """Issue 17's CPU half: the kNN graph TensorRT compiles, on ONNX Runtime, against faiss."""
     images, labels = _test_set()
@@ -93,6 +95,7 @@ def test_onnx_knn_graph_gives_the_maps_of_faiss(tile_model: Path):
     assert auroc(s_graph, labels) == auroc(s_exact, labels)
 
 
+@pytest.mark.slow
 def test_bench_reports_recall_and_counts_the_distances_computed(tile_model: Path, tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = ["bench", "--model", str(tile_model), "--data", str(DATA), "--runtime", "onnx"]
