@@ -14,6 +14,7 @@ from station.config import StationConfig
 from station.core.result import StationEvent
 from station.model.artifact import ModelStore
 from station.model.patchcore import PatchCore
+from station.model.search import SearchSpec
 from station.model.signing import EngineSealer, Trust
 from station.runtime.base import RuntimeKind
 
@@ -70,6 +71,7 @@ class ProductModels:
             trust=trust,
             product=self.product,
             seal=seal,
+            search=SearchSpec.from_config(self.cfg.model),
         )
 
     def release(self, model: PatchCore) -> None:

@@ -549,12 +549,16 @@ class SetupSession:
         if job is None or job.state != "done" or job.report is None:
             raise StationError("build a model first")
         from station.model.patchcore import PatchCore
+        from station.model.search import SearchSpec
 
         report = job.report
         self.state.candidate = report.artifact
         target = self.app.cfg.inspection.target_fnr if target_fnr is None else target_fnr
         model = PatchCore.load(
-            report.artifact, self.cfg.model.runtime, threads=self.cfg.model.threads
+            report.artifact,
+            self.cfg.model.runtime,
+            threads=self.cfg.model.threads,
+            search=SearchSpec.from_config(self.cfg.model),
         )
         try:
             bad = [

@@ -904,6 +904,7 @@ class StationApp:
         Returns the version and the evaluation report."""
         from station.inspect.evaluation import evaluate
         from station.model.patchcore import PatchCore
+        from station.model.search import SearchSpec
 
         product = check_product_name(product or self.product)
         self.authorize(session, Action.THRESHOLD, product)
@@ -913,7 +914,11 @@ class StationApp:
         if base is None:
             raise StationError(f"product '{product}' has no model to set a limit on")
         model = PatchCore.load(
-            base, self.cfg.model.runtime, threads=self.cfg.model.threads, trust=self.trust()
+            base,
+            self.cfg.model.runtime,
+            threads=self.cfg.model.threads,
+            trust=self.trust(),
+            search=SearchSpec.from_config(self.cfg.model),
         )
         try:
             report = evaluate(model, Path(data), target_fnr)

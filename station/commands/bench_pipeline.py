@@ -163,6 +163,7 @@ def bench(args: argparse.Namespace, work: Path, frames: int) -> dict[str, Any]:
     from station.camera.replay import scan_folder
     from station.core.imageio import read_image
     from station.model.patchcore import PatchCore, training_images
+    from station.model.search import SearchSpec
     from station.model.training import fit
 
     fit_s = None
@@ -184,7 +185,12 @@ def bench(args: argparse.Namespace, work: Path, frames: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         fit(training_images(data), cfg.model, model_path, product="demo", progress=False)
         fit_s = round(time.perf_counter() - t0, 1)
-    model = PatchCore.load(model_path, cfg.model.runtime, threads=cfg.model.threads)
+    model = PatchCore.load(
+        model_path,
+        cfg.model.runtime,
+        threads=cfg.model.threads,
+        search=SearchSpec.from_config(cfg.model),
+    )
 
     # The model alone on the same parts: what the engine costs without the line around it.
     items, _ = scan_folder(data)

@@ -11,6 +11,7 @@ from station.config import load_config
 from station.core.errors import StationError
 from station.inspect.evaluation import evaluate, test_items
 from station.model.patchcore import PatchCore
+from station.model.search import SearchSpec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +39,12 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.target_fnr < 1.0:
         raise StationError(f"--target-fnr {args.target_fnr:g} must be in [0, 1), e.g. 0.005")
     cfg = load_config(args.config)
-    model = PatchCore.load(args.model, args.runtime or cfg.model.runtime, threads=cfg.model.threads)
+    model = PatchCore.load(
+        args.model,
+        args.runtime or cfg.model.runtime,
+        threads=cfg.model.threads,
+        search=SearchSpec.from_config(cfg.model),
+    )
     n = len(test_items(args.data))
     with tqdm(total=n, desc="evaluate", unit="img", disable=args.quiet) as bar:
         report = evaluate(model, args.data, args.target_fnr, progress=bar.update)

@@ -35,6 +35,16 @@ def knn_flops(queries: int, bank: int, dim: int) -> float:
     return 2.0 * queries * bank * dim + 3.0 * queries * bank
 
 
+def distance_flops(distances: int, dim: int) -> float:
+    """The floor of `distances` query-to-bank L2 distances, at exact search's cost per distance.
+
+    knn_flops(P, M, C) == distance_flops(P * M, C): an index that computes fewer distances
+    (HNSW, IVF) gets a floor for the work it does. A direct distance costs 3C, more than the
+    GEMM's 2C + 3, so the floor stays a lower bound.
+    """
+    return float(distances) * (2.0 * dim + 3.0)
+
+
 def gemm_gflops(n: int = 1024, repeats: int = 5) -> float:
     """Best sustained float32 GEMM rate of this machine right now, in GFLOP/s."""
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)

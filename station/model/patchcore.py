@@ -28,6 +28,7 @@ from station.model.preprocess import (
     assemble_map,
     prepare,
 )
+from station.model.search import SearchSpec, plan_search
 from station.model.signing import Trust
 from station.runtime.base import EngineSeal, Runtime, RuntimeKind
 
@@ -105,14 +106,24 @@ class PatchCore:
         trust: Trust | None = None,
         product: str | None = None,
         seal: EngineSeal | None = None,
+        search: SearchSpec | None = None,
     ) -> PatchCore:
         """Load an artifact and the runtime that runs it (torch, onnx or tensorrt); with
         `trust`, only a version signed by a trusted key; with `product`, only that product's;
-        with `seal`, TensorRT engines are sealed when built and checked when reused."""
+        with `seal`, TensorRT engines are sealed when built and checked when reused; the bank's
+        index as `search` (the `model.search*` keys; default "auto") planned for its size."""
         artifact = load_artifact(path, trust, product=product)
+        plan = plan_search(search or SearchSpec(), int(artifact.bank.shape[0]))
         rt = create_runtime(runtime, artifact, threads=threads, weights=weights, seal=seal)
         backend = "torch" if rt.kind == RuntimeKind.TORCH else "faiss"
-        return cls(artifact, rt, MemoryBank(artifact.bank, backend=backend, threads=threads))
+        try:
+            bank = MemoryBank(artifact.bank, backend=backend, threads=threads, plan=plan)
+        except BaseException:
+            rt.close()
+            raise
+        log.info("%s: %d-row bank searched by %s (built in %.2f s)", artifact.path,
+                 bank.size, plan.describe(), bank.build_s)  # fmt: skip
+        return cls(artifact, rt, bank)
 
     def predict(self, image: np.ndarray) -> Prediction:
         """Score one image: anomaly map at the image's size and the reweighted image score."""
@@ -123,7 +134,7 @@ class PatchCore:
         t2 = time.perf_counter()
         valid = prepared.valid_patches()
         rows = np.ascontiguousarray(feats.transpose(0, 2, 3, 1)[valid])
-        nn = self.bank.search(rows, 1)
+        nn = self.bank.search_for_score(rows, self.score_top)
         dist = nn.distances[:, 0]
         score = image_score(self.bank, rows, nn, self.score_top, self.neighbours)
         t3 = time.perf_counter()
@@ -237,7 +248,7 @@ def score_features(
     bank: MemoryBank, feats: np.ndarray, prepared: Prepared, top: float, b: int
 ) -> float:
     rows = valid_patch_features(feats, prepared)
-    return image_score(bank, rows, bank.search(rows, 1), top, b)
+    return image_score(bank, rows, bank.search_for_score(rows, top), top, b)
 
 
 __all__ = ["STRIDE", "PatchCore", "Prediction", "training_images"]
