@@ -507,12 +507,16 @@ class StationApp:
             )
 
     def _stop_line_io(self, timeout: float) -> None:
-        """Stop the handshake (Ready off) and the gate (output off), after the line."""
-        for worker in (self.plc, self.gate):
+        """After the line: stop the gate (every part still waiting is rejected, the pulses of
+        the parts in flight are driven, the output set off), then the handshake (one last
+        Result valid for the part it was answering, then Ready off)."""
+        for worker in (self.gate, self.plc):
             if worker is not None and worker.alive:
                 worker.stop()
-                if not worker.join(timeout):
-                    log.error("%s did not stop within %.0f s", worker.name, timeout)
+                # The gate drives the last pulse to its end: delay_s + pulse_s after the stop.
+                wait = max(timeout, worker.drain_s) if isinstance(worker, RejectGate) else timeout
+                if not worker.join(wait):
+                    log.error("%s did not stop within %.0f s", worker.name, wait)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the line has finished (stopped, failed, or done its max frames)."""

@@ -119,15 +119,29 @@ class PlcHandshake(Worker):
         )
 
     def teardown(self) -> None:
-        """Tell the PLC the station is gone (Ready off), then disconnect."""
+        """Tell the PLC the station is gone (Ready off), then disconnect. Stopped after the gate,
+        so the part being answered has its decision: one last Result valid reports it."""
         if self._client is None:
             return
         if self._connected:
             try:
-                self._write([0, self._recipe_number(), self._counter & 0xFFFF, 2, 0])
+                self._write(self._last_words())
             except StationError as exc:
                 log.debug("PLC: %s", exc)
         self._client.close()
+
+    def _last_words(self) -> list[int]:
+        if self._phase == "busy":
+            for d in self._decisions:
+                if d.part == self._waiting_for:
+                    self._result(d)
+                    break
+        elif self._phase == "idle" and not self.cfg.trigger and self._decisions:
+            self._result(self._decisions.popleft())
+        if self._phase == "result":  # the result stays valid; Ready and Busy off
+            status = self._status & (RESULT_VALID | OK | NOK) | (ERROR if self._code else 0)
+            return [status, self._recipe_number(), self._counter, self._code, self._score]
+        return [ERROR, self._recipe_number(), self._counter & 0xFFFF, 2, 0]
 
     def step(self) -> bool:
         """One poll: read the PLC's words, move the handshake on, write the station's words."""

@@ -640,3 +640,44 @@ def test_genicam_output_and_hardware_trigger_on_a_stand_in_node_map() -> None:
         ("TriggerMode", "On"),
         ("TriggerSource", "Line1"),
     ]
+
+
+# -- stops, outages, backlogs ------------------------------------------------------------------
+def test_a_stop_rejects_the_part_in_flight_and_reports_it_to_the_plc(
+    demo_product: Path,
+    demo_patchcore: PatchCore,
+    plc: PlcSim,
+    stations: Callable[..., StationApp],
+) -> None:
+    """A part triggered but not yet judged when the station stops (here: triggered while
+    paused, deadline 5 s) is rejected at the stop ("station stopped"): its pulse is still
+    driven at trigger + delay_s, after the stop, and the PLC gets one last Result valid with
+    NOK, Error and code 1 instead of a Busy that never ends."""
+    cfg = config(
+        demo_product,
+        fps=0,
+        reject=coil_reject(plc.port, deadline_s=5.0, delay_s=5.0, pulse_s=0.1),
+        plc=PlcConfig(host="127.0.0.1", port=plc.port, poll_s=POLL_S, trigger=True),
+    )
+    station = stations(cfg, model=demo_patchcore)
+    decisions: list[Any] = []
+    assert station.gate is not None
+    station.gate.add_listener(decisions.append)
+    station.start()
+    wait_until(lambda: plc.status() & READY, 60, "Ready")
+    station.pause(station.default_session())
+    plc.ignore_ready, plc.max_triggers = True, 1
+    wait_until(lambda: plc.status() & BUSY, 5, "Busy")
+    stopped_at = time.monotonic()
+    assert station.stop(10)
+    assert [d.failsafe for d in decisions] == ["station stopped"] and decisions[0].reject
+    assert decisions[0].decided_at - stopped_at < 1.0  # at the stop, not at the 5 s deadline
+    assert len(plc.results) == 1, plc.status_writes[-4:]
+    r = plc.results[0]
+    assert r["at"] - stopped_at < 1.0
+    assert r["nok"] and r["error"] and not r["ok"] and r["code"] == 1
+    edges = plc.rising_edges(0)
+    assert len(edges) == 1 and edges[0] >= plc.triggers[0] + 5.0 - 0.1
+    assert plc.coil_writes[-1][2] is False
+    counters = station.gate.counters()
+    assert counters.failsafe == 1 and counters.missed == 0 and counters.pulses == 1
