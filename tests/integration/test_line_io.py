@@ -681,3 +681,40 @@ def test_a_stop_rejects_the_part_in_flight_and_reports_it_to_the_plc(
     assert plc.coil_writes[-1][2] is False
     counters = station.gate.counters()
     assert counters.failsafe == 1 and counters.missed == 0 and counters.pulses == 1
+
+
+def test_reject_pulses_while_the_output_is_down_are_counted_as_missed(
+    demo_product: Path,
+    demo_patchcore: PatchCore,
+    stations: Callable[..., StationApp],
+    tmp_path: Path,
+) -> None:
+    """The coil's server goes away between pulses: each reject that falls due meanwhile is a
+    missed reject, counted, an event naming its part, and an alarm (every part here is a
+    fail-safe reject: the model stalls from the first part)."""
+    sim = PlcSim().start()
+    stall = StallingModel(demo_patchcore, after=0)
+    station = stations(
+        config(demo_product, fps=4, reject=coil_reject(sim.port)),
+        model=stall,  # type: ignore[arg-type]
+    )
+    gate = station.gate
+    assert gate is not None
+    try:
+        station.start()
+        wait_until(lambda: len(sim.rising_edges(0)) >= 1, 30, "a reject pulse")
+    finally:
+        sim.stop()
+    wait_until(lambda: gate.counters().missed >= 2, 10, "missed rejects")
+    stall.release.set()
+    assert any("reject pulses missed" in a for a in station.status().alarms)
+    station.stop()
+    c = gate.counters()
+    assert c.pulses + c.missed == c.rejected + c.failsafe  # every reject either driven or counted
+    db = Database(db_path(tmp_path / "data"))
+    try:
+        missed = [e for e in db.query_events(kind="reject") if "not rejected" in e.message]
+    finally:
+        db.close()
+    assert len(missed) == c.missed
+    assert all(e.message.startswith(f"part {e.data['part']} not rejected") for e in missed)
