@@ -222,6 +222,7 @@ class StationApp:
             paced=plc.trigger,
             on_event=self.record_event,
             hold=lambda: self.line.state == StationState.PAUSED,
+            on_failure=self._line_io_failed,
         )
         if not plc.host:
             return gate, None
@@ -232,8 +233,20 @@ class StationApp:
             product=lambda: self.product,
             switch=self._plc_switch,
             on_event=self.record_event,
+            on_failure=self._line_io_failed,
         )
         return gate, handshake
+
+    def _line_io_failed(self, worker: Worker, exc: BaseException) -> None:
+        """A thread of the gate, its output or the handshake died: an alarm (the workers'
+        alarms() say "not alive"); without the gate no part is rejected, so the line fails."""
+        message = f"{worker.name} failed: {type(exc).__name__}: {exc}"
+        try:
+            self.record_event(StationEvent(kind="reject", message=message, data={"alarm": True}))
+        except Exception:
+            log.exception("recording %s", message)
+        if worker is not self.plc:
+            self.line.fail(f"{message}: parts are no longer rejected")
 
     def _line_camera(self) -> Camera:
         """The camera the line opens: the product's, wrapped so that the gate sees each part."""

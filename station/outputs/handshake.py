@@ -81,8 +81,10 @@ class PlcHandshake(Worker):
         product: Callable[[], str],
         switch: Callable[[str, int], None],
         on_event: Callable[[StationEvent], None] | None = None,
+        on_failure: Callable[[Worker, BaseException], None] | None = None,
     ) -> None:
-        super().__init__()
+        """`on_failure`: the handshake's thread died (it must raise an alarm)."""
+        super().__init__(on_failure)
         self.cfg = cfg
         self.gate = gate
         self._line_ready = line_ready
@@ -160,6 +162,9 @@ class PlcHandshake(Worker):
         except StationError as exc:
             self._lost(str(exc))
             return True
+        except OSError as exc:  # a socket error the client did not wrap
+            self._lost(f"{type(exc).__name__}: {exc}")
+            return True
         self.wait(self.cfg.poll_s)
         return True
 
@@ -234,7 +239,7 @@ class PlcHandshake(Worker):
             return
         try:
             self._switch(name, number)
-        except StationError as exc:
+        except Exception as exc:  # a refusal (StationError) or a fault: never the thread's end
             self._recipe_error = 4
             self._event(f"PLC's switch to recipe {number} ({name}) refused: {exc}")
 
@@ -315,4 +320,6 @@ class PlcHandshake(Worker):
             out.append(f"PLC: {self.problem}")
         if self._recipe_error:
             out.append(f"PLC: {ERROR_CODES[self._recipe_error]} ({self._recipe_seen})")
+        if self.error is not None:
+            out.append(f"{self.name} not alive: {self.error}")
         return tuple(out)

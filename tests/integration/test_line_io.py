@@ -36,8 +36,16 @@ from station.config import (
 )
 from station.core.result import StationState, Verdict
 from station.model.patchcore import PatchCore
-from station.outputs.drivers import GenICamLine, GpiodLine, ModbusCoil, OpcUaVariable, OutputError
+from station.outputs.drivers import (
+    GenICamLine,
+    GpiodLine,
+    ModbusCoil,
+    NoOutput,
+    OpcUaVariable,
+    OutputError,
+)
 from station.outputs.handshake import ACK, BUSY, ERROR, NOK, OK, READY, RESULT_VALID, TRIGGER
+from station.outputs.reject import RejectGate
 from station.records import Database, db_path
 
 DEADLINE_S = 0.5  # at 2 parts a second: a decision before the next part comes
@@ -718,3 +726,65 @@ def test_reject_pulses_while_the_output_is_down_are_counted_as_missed(
         db.close()
     assert len(missed) == c.missed
     assert all(e.message.startswith(f"part {e.data['part']} not rejected") for e in missed)
+
+
+class BrokenDriver:
+    """An output whose write raises something other than OutputError (a driver bug, a library
+    raising its own error): a fake, because a real driver wraps the faults it knows."""
+
+    name = "broken output"
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    def start(self) -> None:
+        self.started += 1
+
+    def set(self, on: bool) -> None:
+        raise RuntimeError("driver bug")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_driver_fault_is_an_output_error_not_a_dead_thread() -> None:
+    """Any exception from a write is counted and retried like an OutputError; the output's
+    thread stays alive and the pulse that could not be driven is a missed reject."""
+    driver = BrokenDriver()
+    failed: list[Any] = []
+    gate = RejectGate(
+        RejectConfig(deadline_s=0.05, pulse_s=0.05), driver, paced=True,
+        on_failure=lambda w, e: failed.append(w),
+    )  # fmt: skip
+    gate.start()
+    try:
+        gate.trigger()  # no camera: rejected fail-safe at the deadline
+        wait_until(lambda: gate.counters().missed == 1, 5, "the missed pulse")
+        c = gate.counters()
+        assert gate.output.alive and c.output_errors >= 1 and driver.started >= 1
+        assert "1 reject pulse missed" in gate.alarms()
+    finally:
+        gate.stop()
+        assert gate.join(5)
+    assert failed == []
+
+
+def test_a_dead_gate_thread_is_reported() -> None:
+    """The gate's thread dies (here its event callback raises, a fake fault): on_failure is
+    called with the gate (the app fails the line then) and alarms() says it is not alive."""
+    failed: list[Any] = []
+
+    def on_event(event: Any) -> None:
+        raise RuntimeError("event sink gone")
+
+    gate = RejectGate(
+        RejectConfig(deadline_s=0.05), NoOutput(), paced=True, on_event=on_event,
+        on_failure=lambda w, e: failed.append(w),
+    )  # fmt: skip
+    gate.start()
+    gate.trigger()
+    wait_until(lambda: bool(failed), 5, "the failure")
+    assert failed == [gate] and gate.join(5)
+    assert any("reject-gate not alive: event sink gone" in a for a in gate.alarms())
+    gate.stop()
+    gate.join(5)
