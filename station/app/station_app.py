@@ -221,7 +221,9 @@ class StationApp:
             build_driver(reject, node_map),
             paced=plc.trigger,
             on_event=self.record_event,
-            hold=lambda: self.line.state == StationState.PAUSED,
+            # The line's own flag, not its state: resume clears the flag before the state
+            # changes, and a camera released on a stale state would end the line's frames.
+            hold=lambda: self.line.paused,
             on_failure=self._line_io_failed,
         )
         if not plc.host:
