@@ -283,6 +283,12 @@ class StationApp:
                 "software triggers need plc.trigger = true (and the camera in software "
                 "trigger, or a replay at fps = 0)"
             )
+        state = self.line.state
+        if state != StationState.RUNNING or not self.gate.alive or self.gate.stopping:
+            raise StationError(
+                f"trigger refused: the line is {state.value}"
+                + ("" if self.gate.alive else " and the reject gate is not running")
+            )
         return self.gate.trigger()
 
     # -- plumbing ------------------------------------------------------------------------------

@@ -178,8 +178,11 @@ class PlcHandshake(Worker):
                 self._take_recipe(recipe)
             if self.cfg.trigger:
                 if rising:
-                    self._waiting_for = self.gate.trigger()
-                    self._phase = "busy"
+                    try:
+                        self._waiting_for = self.gate.trigger()
+                        self._phase = "busy"
+                    except StationError:  # the gate has stopped: NOK, Error, code 2
+                        self._refused()
             elif self._decisions:
                 self._result(self._decisions.popleft())
         if self._phase == "busy":
@@ -218,6 +221,12 @@ class PlcHandshake(Worker):
             self._score = 0
         self._phase = "result"
         self._waiting_for = None
+
+    def _refused(self) -> None:
+        """A Trigger no part can be made for: answered at once, NOK with Error code 2."""
+        self._counter = (self._counter + 1) & 0xFFFF
+        self._status |= RESULT_VALID | NOK
+        self._code, self._score, self._phase = 2, 0, "result"
 
     def _fault_code(self) -> int:
         if self._recipe_error:

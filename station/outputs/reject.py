@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from station.camera.base import Camera, CameraContext, CameraInfo
 from station.config import RejectConfig
+from station.core.errors import StationError
 from station.core.result import BadFrame, Frame, InspectionResult, StationEvent, Verdict
 from station.core.worker import Worker
 from station.outputs.drivers import OutputDriver
@@ -177,8 +178,12 @@ class RejectGate(Worker):
     # -- parts in ------------------------------------------------------------------------------
     def trigger(self) -> int:
         """A part is at the camera now (the PLC's trigger): its deadline starts; the camera
-        grabs a frame for it. Returns the part's number."""
+        grabs a frame for it. Returns the part's number; StationError when the gate is not
+        running (no deadline would be kept)."""
         with self._cond:
+            if self.stopping or not self.alive:
+                why = "stopped" if self.stopping else "not running"
+                raise StationError(f"trigger refused: the reject gate is {why}")
             part = self._new_part(time.monotonic(), triggered=True)
             self._requests.append(part)
             self._cond.notify_all()

@@ -34,6 +34,7 @@ from station.config import (
     RejectConfig,
     StationConfig,
 )
+from station.core.errors import StationError
 from station.core.result import StationState, Verdict
 from station.model.patchcore import PatchCore
 from station.outputs.drivers import (
@@ -788,3 +789,28 @@ def test_a_dead_gate_thread_is_reported() -> None:
     assert any("reject-gate not alive: event sink gone" in a for a in gate.alarms())
     gate.stop()
     gate.join(5)
+
+
+def test_triggers_are_refused_unless_the_gate_and_line_run(
+    demo_product: Path, stations: Callable[..., StationApp]
+) -> None:
+    """A trigger no deadline would be kept for (the gate stopped or never started, the line not
+    running) is a StationError, not a part number (the OPC UA Trigger would say ok)."""
+    gate = RejectGate(RejectConfig(), NoOutput(), paced=True)
+    with pytest.raises(StationError, match="reject gate is not running"):
+        gate.trigger()
+    gate.start()
+    assert gate.trigger() == 1
+    gate.stop()
+    with pytest.raises(StationError, match="reject gate is stopped"):
+        gate.trigger()
+    assert gate.join(5)
+    cfg = config(
+        demo_product,
+        fps=0,
+        reject=RejectConfig(),
+        plc=PlcConfig(host="127.0.0.1", port=free_port(), trigger=True),
+    )
+    station = stations(cfg)  # not started
+    with pytest.raises(StationError, match=r"trigger refused: the line is .* not running"):
+        station.trigger()
