@@ -534,6 +534,23 @@ def validate(cfg: StationConfig) -> None:
         )
     if cfg.plc.trigger and not cfg.plc.host:
         raise bad("plc.trigger", "needs plc.host: the Trigger comes from the PLC's registers")
+    if cfg.plc.trigger:
+        # One frame per Trigger: a camera that runs free or on its own hardware trigger has
+        # frames buffered already, and the part's verdict would come from an older image.
+        cam = cfg.camera
+        if cam.source == "genicam" and cam.genicam.trigger != "software":
+            raise bad(
+                "plc.trigger",
+                f"needs camera.genicam.trigger = 'software' (it is '{cam.genicam.trigger}'): "
+                "the camera must grab one frame per Trigger",
+            )
+        if cam.source == "replay" and cam.replay.fps:
+            raise bad(
+                "plc.trigger",
+                f"needs camera.replay.fps = 0 (it is {cam.replay.fps:g}): one frame per Trigger",
+            )
+        if cam.source == "uvc":
+            raise bad("plc.trigger", "a UVC camera runs free: it cannot grab one frame per Trigger")
     for number, product in cfg.plc.products.items():
         if not number.isdigit() or not 1 <= int(number) <= 65535:
             raise bad(f"plc.products.{number}", "a recipe number is 1 to 65535")
