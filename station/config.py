@@ -210,7 +210,7 @@ class ReportsConfig:
 
 REJECT_OUTPUTS = ("none", "modbus", "gpiod", "genicam", "opcua")
 # The PLC handshake's register blocks (station.outputs.handshake holds the map).
-PLC_INPUT_WORDS, PLC_OUTPUT_WORDS = 2, 5
+PLC_INPUT_WORDS, PLC_OUTPUT_WORDS = 2, 6
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,8 @@ class PlcSim:
         self.max_triggers = 0  # the program triggers this many parts, one per period
         self.recipe = 0
         self.ignore_ready = False  # a PLC that triggers without waiting for Ready
+        self.ack = True  # False: a PLC that does not take results (busy, its program stopped)
+        self._held = False  # a Result valid seen while not acknowledging
         self._regs: list[int] | None = None
         self._phase = "wait_ready"
         self._next_trigger = 0.0
@@ -107,6 +109,9 @@ class PlcSim:
 
     def _before_read(self, now: float, regs: list[int]) -> None:
         status = regs[self.outputs]
+        if self._held and self.ack:  # acknowledging again: take the result shown now
+            self._held = False
+            self._on_status(now, list(regs[self.outputs : self.outputs + 6]))
         if (
             self._phase == "wait_ready"
             and (status & READY or self.ignore_ready)
@@ -122,6 +127,9 @@ class PlcSim:
         assert self._regs is not None
         status = words[0]
         if status & RESULT_VALID and not self._regs[self.inputs] & ACK:
+            if not self.ack:
+                self._held = True
+                return
             self.results.append(
                 {
                     "at": now,
@@ -131,6 +139,7 @@ class PlcSim:
                     "counter": words[2],
                     "code": words[3],
                     "score": words[4],
+                    "part": words[5],
                     "trigger_at": self.triggers[-1] if self.triggers else None,
                 }
             )
@@ -814,3 +823,48 @@ def test_triggers_are_refused_unless_the_gate_and_line_run(
     station = stations(cfg)  # not started
     with pytest.raises(StationError, match=r"trigger refused: the line is .* not running"):
         station.trigger()
+
+
+def test_a_plc_that_does_not_take_results_gets_only_fresh_ones(
+    demo_product: Path,
+    demo_patchcore: PatchCore,
+    plc: PlcSim,
+    stations: Callable[..., StationApp],
+    tmp_path: Path,
+) -> None:
+    """Without plc.trigger every part's result is reported in order; a PLC that stops
+    acknowledging for 2 s does not get a backlog of old results afterwards: decisions older
+    than the deadline are dropped, counted and an event; each Result valid names its part,
+    and its OK/NOK equals that part's recorded verdict."""
+    cfg = config(
+        demo_product,
+        fps=4,
+        reject=RejectConfig(deadline_s=DEADLINE_S),
+        plc=PlcConfig(host="127.0.0.1", port=plc.port, poll_s=POLL_S),
+    )
+    station = stations(cfg, model=demo_patchcore)
+    assert station.plc is not None
+    station.start()
+    wait_until(lambda: len(plc.results) >= 3, 60, "results of free-running parts")
+    plc.ack = False
+    time.sleep(2.0)
+    held = len(plc.results)
+    plc.ack = True
+    wait_until(lambda: len(plc.results) >= held + 3, 10, "results after the pause")
+    station.stop()
+    assert station.plc.overruns >= 3  # about 8 parts came while the PLC was not taking them
+    recorded = rows(tmp_path / "data")
+    parts = [r["part"] for r in plc.results]
+    assert parts == sorted(parts) and len(set(parts)) == len(parts)
+    # The result shown when the PLC stopped is taken when it acknowledges again; the next is
+    # a fresh part's, not one of those that waited meanwhile.
+    assert parts[held + 1] - parts[held] > 3
+    for r in plc.results:
+        row = recorded[r["part"] - 1]  # the gate numbers the parts in frame order, as the rows
+        assert r["nok"] == rejected(row.verdict) and r["ok"] != r["nok"]
+    assert [r["counter"] for r in plc.results] == list(range(1, len(plc.results) + 1))
+    db = Database(db_path(tmp_path / "data"))
+    try:
+        assert any("not reported, not taken within 0.5 s" in e.message for e in db.query_events())
+    finally:
+        db.close()

@@ -32,7 +32,7 @@ from station.core.errors import ConfigError
             "[plc]\nhost = 'plc'\ntrigger = true\n[camera]\nsource = 'uvc'",
             r"plc.trigger: a UVC camera runs free",
         ),
-        ("[plc]\nhost = 'plc'\noutputs = 1", r"plc.outputs: registers 1..5 overlap plc.inputs"),
+        ("[plc]\nhost = 'plc'\noutputs = 1", r"plc.outputs: registers 1..6 overlap plc.inputs"),
         ("[plc]\npoll_s = 5", r"plc.poll_s: 5.0 is out of range"),
         ("[plc.products]\nx = 'demo'", r"plc.products.x: a recipe number is 1 to 65535"),
         ("[plc.products]\n0 = 'demo'", r"plc.products.0: a recipe number is 1 to 65535"),
