@@ -220,7 +220,7 @@ class StationApp:
             reject,
             build_driver(reject, node_map),
             paced=plc.trigger,
-            on_event=self.record_event,
+            on_event=self._line_io_event,
             # The line's own flag, not its state: resume clears the flag before the state
             # changes, and a camera released on a stale state would end the line's frames.
             hold=lambda: self.line.paused,
@@ -234,17 +234,23 @@ class StationApp:
             line_ready=lambda: self.line.state == StationState.RUNNING,
             product=lambda: self.product,
             switch=self._plc_switch,
-            on_event=self.record_event,
+            on_event=self._line_io_event,
             on_failure=self._line_io_failed,
         )
         return gate, handshake
+
+    def _line_io_event(self, event: StationEvent) -> None:
+        """An event of the gate or the PLC link: into the records and out to the plant
+        interfaces (MQTT), like the plant links' own (the plant is built after the gate, and
+        the gate's events come only once the station runs)."""
+        self.plant.event(event)
 
     def _line_io_failed(self, worker: Worker, exc: BaseException) -> None:
         """A thread of the gate, its output or the handshake died: an alarm (the workers'
         alarms() say "not alive"); without the gate no part is rejected, so the line fails."""
         message = f"{worker.name} failed: {type(exc).__name__}: {exc}"
         try:
-            self.record_event(StationEvent(kind="reject", message=message, data={"alarm": True}))
+            self._line_io_event(StationEvent(kind="reject", message=message, data={"alarm": True}))
         except Exception:
             log.exception("recording %s", message)
         if worker is not self.plc:

@@ -463,7 +463,8 @@ def test_stalled_inspection_parts_are_rejected_fail_safe(
 def test_outputs_down_the_line_keeps_inspecting(
     demo_product: Path, demo_patchcore: PatchCore, stations: Callable[..., StationApp], tmp_path
 ) -> None:
-    """No coil server and no PLC: each is an alarm and an event naming the address; the line
+    """No coil server and no PLC: each is an alarm and an event naming the address, recorded
+    and handed to the plant interfaces (MQTT; here a collecting sink in their place); the line
     inspects and records all the same."""
     dead = free_port()
     cfg = config(
@@ -473,6 +474,8 @@ def test_outputs_down_the_line_keeps_inspecting(
         plc=PlcConfig(host="127.0.0.1", port=dead, timeout_s=0.2),
     )
     station = stations(cfg, model=demo_patchcore, max_frames=6)
+    plant_events = EventSink()
+    station.plant.sinks.append(plant_events)
     station.start()
     assert station.wait(60)
     alarms = " | ".join(station.status().alarms)
@@ -485,6 +488,25 @@ def test_outputs_down_the_line_keeps_inspecting(
         assert any(m.startswith("PLC handshake: cannot connect") for m in messages)
     finally:
         db.close()
+    kinds = {e.kind for e in plant_events.events}
+    assert {"reject", "plc"} <= kinds, kinds
+
+
+class EventSink:
+    """Collects the events handed to the plant interfaces (in MQTT's place)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def submit(self, result: Any) -> bool:
+        return True
+
+    def submit_event(self, event: Any) -> bool:
+        self.events.append(event)
+        return True
+
+    def count_dropped(self, n: int = 1, when: float | None = None) -> None:
+        pass
 
 
 # -- OPC UA variable in the PLC's server ---------------------------------------------------------
