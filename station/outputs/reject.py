@@ -31,7 +31,7 @@ from station.config import RejectConfig
 from station.core.errors import StationError
 from station.core.result import BadFrame, Frame, InspectionResult, StationEvent, Verdict
 from station.core.worker import Worker
-from station.outputs.drivers import OutputDriver
+from station.outputs.drivers import GenICamLine, OutputDriver
 
 __all__ = ["Decision", "GateCounters", "PartCamera", "RejectGate"]
 
@@ -404,6 +404,9 @@ class _Output(Worker):
         self.gate = gate
         self.driver = gate.driver
         self._cond = threading.Condition()
+        # Every driver call holds this: the output's thread and release() (the camera's
+        # thread, for an output on the camera) never drive the device at once.
+        self._io = threading.Lock()
         self._pulses: list[_Pulse] = []  # sorted by start
         self._on = False
         self._started = False
@@ -472,7 +475,10 @@ class _Output(Worker):
                 self._cond.wait(min([IDLE_TICK_S, *(t - now for t in edges)]))
                 return
         try:
-            self.driver.set(want)
+            with self._io:
+                if not self._started:  # released meanwhile (the camera closed)
+                    return
+                self.driver.set(want)
         except Exception as exc:  # OutputError; anything else from a driver is a failure too
             self._failed(str(exc) or type(exc).__name__)
             return
@@ -488,9 +494,23 @@ class _Output(Worker):
         if self.problem:
             self._report("", f"reject output {self.driver.name} works again")
 
+    def release(self) -> None:
+        """The output's device goes away (the camera it is on closes): output off and closed
+        now, from the caller's thread; the output's thread starts it again once it can."""
+        with self._io:
+            if not self._started:
+                return
+            self._started, self._on = False, False
+            self._next_try = time.monotonic() + RETRY_OUTPUT_S
+            try:
+                self.driver.close()
+            except Exception:
+                log.exception("switching the reject output off failed")
+
     def _start_driver(self) -> None:
         try:
-            self.driver.start()
+            with self._io:
+                self.driver.start()
         except Exception as exc:  # OutputError, or a CameraError while the camera is away
             self._next_try = time.monotonic() + RETRY_OUTPUT_S
             self._report(str(exc), f"reject output {self.driver.name} not working: {exc}")
@@ -505,7 +525,8 @@ class _Output(Worker):
         self._started = False
         self._next_try = time.monotonic() + min(RETRY_OUTPUT_S, 0.1 * self.errors)
         try:
-            self.driver.close()
+            with self._io:
+                self.driver.close()
         except Exception:
             log.debug("closing a failed output", exc_info=True)
         self._report(why, f"reject output {self.driver.name} failed: {why}")
@@ -530,7 +551,8 @@ class _Output(Worker):
         for pulse in left:
             self._missed(pulse, "the station stopped before its pulse ended")
         try:
-            self.driver.close()
+            with self._io:
+                self.driver.close()
         except Exception:
             log.exception("closing the reject output failed")
 
@@ -550,9 +572,12 @@ class PartCamera(CameraContext):
         self.inner.open()
 
     def close(self) -> None:
-        """Close the camera (and end a wait for a trigger)."""
+        """Close the camera (and end a wait for a trigger); an output on the camera itself is
+        switched off first, while it still can be."""
         self._closed.set()
         self.gate.wake()
+        if isinstance(self.gate.driver, GenICamLine):
+            self.gate.output.release()
         self.inner.close()
 
     def info(self) -> CameraInfo:

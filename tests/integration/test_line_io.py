@@ -890,3 +890,68 @@ def test_a_plc_that_does_not_take_results_gets_only_fresh_ones(
         assert any("not reported, not taken within 0.5 s" in e.message for e in db.query_events())
     finally:
         db.close()
+
+
+class ClosingCamera:
+    """A stand-in for the line's GenICam camera around the stand-in node map (a fake: the
+    simulator has no output nodes): its node map is there only while it is open."""
+
+    def __init__(self, nm: Any) -> None:
+        self.nm, self.is_open = nm, True
+
+    def node_map(self) -> Any:
+        if not self.is_open:
+            raise StationError("the camera is closed")
+        return self.nm
+
+    def open(self) -> None:
+        self.is_open = True
+
+    def close(self) -> None:
+        self.nm.log.append(("camera", "closed"))
+        self.is_open = False
+
+    def info(self) -> Any:
+        return None
+
+    def frames(self) -> Iterator[Any]:
+        return iter(())
+
+
+def test_a_genicam_output_is_switched_off_before_its_camera_closes() -> None:
+    """The gate's output on the camera's own line is switched off by PartCamera.close(),
+    before the camera closes (afterwards its node map is gone and nothing could switch it off);
+    the output's thread starts it again when the camera is back."""
+    from test_genicam import _triggerable
+
+    from station.outputs.reject import PartCamera
+
+    nm = _triggerable()
+    nm.add("LineSelector", "enumeration", "Line0", choices=("Line0", "Line1"))
+    nm.add("LineMode", "enumeration", "Input", choices=("Input", "Output"))
+    nm.add("LineSource", "enumeration", "Off", choices=("Off", "UserOutput1"))
+    nm.add(
+        "UserOutputSelector", "enumeration", "UserOutput0", choices=("UserOutput0", "UserOutput1")
+    )
+    nm.add("UserOutputValue", "boolean", False)
+    cam = ClosingCamera(nm)
+    out_cfg = GenICamOutputConfig(line="Line1", source="UserOutput1")
+    gate = RejectGate(
+        RejectConfig(output="genicam", genicam=out_cfg), GenICamLine(out_cfg, cam.node_map)
+    )
+    part_camera = PartCamera(cam, gate)  # type: ignore[arg-type]
+    gate.start()
+    try:
+        now = time.monotonic()
+        gate.output.pulse(now, now + 30.0, 1)  # on, and still on when the camera closes
+        wait_until(lambda: nm.UserOutputValue.value is True, 5, "the output on")
+        part_camera.close()
+        assert nm.UserOutputValue.value is False
+        writes = [w for w in nm.log if w[0] in ("UserOutputValue", "camera")]
+        assert writes[-2:] == [("UserOutputValue", False), ("camera", "closed")]
+        nm.log.clear()
+        cam.open()
+        wait_until(lambda: ("LineMode", "Output") in nm.log, 5, "the output started again")
+    finally:
+        gate.stop()
+        gate.join(5)
