@@ -551,6 +551,28 @@ def validate(cfg: StationConfig) -> None:
             )
         if cam.source == "uvc":
             raise bad("plc.trigger", "a UVC camera runs free: it cannot grab one frame per Trigger")
+    if (cfg.reject.output != "none" or cfg.plc.host) and not cfg.plc.trigger:
+        # Without the PLC's Trigger every frame is a part: a camera that runs free (or grabs as
+        # fast as the line takes frames) delivers frames that are no parts, and each one the
+        # line drops would be a fail-safe reject. One frame per part: the hardware trigger.
+        cam = cfg.camera
+        free = (
+            cam.source == "uvc"
+            or (cam.source == "genicam" and cam.genicam.trigger != "hardware")
+            or (cam.source == "replay" and not cam.replay.fps)
+        )
+        if free:
+            key = "reject.output" if cfg.reject.output != "none" else "plc.host"
+            what = {
+                "uvc": "a UVC camera runs free",
+                "genicam": f"camera.genicam.trigger = '{cam.genicam.trigger}' runs free",
+                "replay": "a replay at fps = 0 runs as fast as the line takes frames",
+            }[cam.source]
+            raise bad(
+                key,
+                f"{what}: every frame would be a part. Use camera.genicam.trigger = 'hardware' "
+                "(one frame per part), or plc.trigger = true with a software trigger",
+            )
     for number, product in cfg.plc.products.items():
         if not number.isdigit() or not 1 <= int(number) <= 65535:
             raise bad(f"plc.products.{number}", "a recipe number is 1 to 65535")

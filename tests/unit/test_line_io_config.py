@@ -21,6 +21,12 @@ from station.core.errors import ConfigError
         ("[reject.opcua]\nnode_id = 'x'", r"reject.opcua: unknown key 'node_id' \(did you mean"),
         ("[plc]\ntrigger = true", r"plc.trigger: needs plc.host"),
         (
+            "[reject]\noutput = 'modbus'\n[camera]\nsource = 'genicam'",
+            r"reject.output: camera.genicam.trigger = 'off' runs free: every frame would be a",
+        ),
+        ("[plc]\nhost = 'plc'\n[camera]\nsource = 'uvc'", r"plc.host: a UVC camera runs free"),
+        ("[plc]\nhost = 'plc'\n[camera.replay]\nfps = 0", r"plc.host: a replay at fps = 0"),
+        (
             "[plc]\nhost = 'plc'\ntrigger = true\n[camera.replay]\nfps = 2",
             r"plc.trigger: needs camera.replay.fps = 0 \(it is 2\)",
         ),
