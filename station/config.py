@@ -255,6 +255,10 @@ class RejectConfig:
     delay_s: float = num(0.0, 0, 60)
     pulse_s: float = num(0.1, 0.001, 60)
     reject_check: bool = True  # parts in the check band leave the line too (to the manual check)
+    # Where parts begin: "frame" (each frame the camera delivers, or with plc.trigger = true
+    # each Trigger of the PLC) or "software" (each StationApp.trigger(), e.g. the OPC UA Trigger
+    # method, without a Modbus PLC); one frame is grabbed per trigger as with plc.trigger.
+    trigger: str = "frame"
     modbus: ModbusCoilConfig = field(default_factory=ModbusCoilConfig)
     gpiod: GpiodConfig = field(default_factory=GpiodConfig)
     genicam: GenICamOutputConfig = field(default_factory=GenICamOutputConfig)
@@ -534,24 +538,28 @@ def validate(cfg: StationConfig) -> None:
         )
     if cfg.plc.trigger and not cfg.plc.host:
         raise bad("plc.trigger", "needs plc.host: the Trigger comes from the PLC's registers")
-    if cfg.plc.trigger:
+    if cfg.reject.trigger not in ("frame", "software"):
+        raise bad("reject.trigger", f"'{cfg.reject.trigger}' is not 'frame' or 'software'")
+    paced = cfg.plc.trigger or cfg.reject.trigger == "software"
+    if paced:
+        tkey = "plc.trigger" if cfg.plc.trigger else "reject.trigger"
         # One frame per Trigger: a camera that runs free or on its own hardware trigger has
         # frames buffered already, and the part's verdict would come from an older image.
         cam = cfg.camera
         if cam.source == "genicam" and cam.genicam.trigger != "software":
             raise bad(
-                "plc.trigger",
+                tkey,
                 f"needs camera.genicam.trigger = 'software' (it is '{cam.genicam.trigger}'): "
                 "the camera must grab one frame per Trigger",
             )
         if cam.source == "replay" and cam.replay.fps:
             raise bad(
-                "plc.trigger",
+                tkey,
                 f"needs camera.replay.fps = 0 (it is {cam.replay.fps:g}): one frame per Trigger",
             )
         if cam.source == "uvc":
-            raise bad("plc.trigger", "a UVC camera runs free: it cannot grab one frame per Trigger")
-    if (cfg.reject.output != "none" or cfg.plc.host) and not cfg.plc.trigger:
+            raise bad(tkey, "a UVC camera runs free: it cannot grab one frame per Trigger")
+    if (cfg.reject.output != "none" or cfg.plc.host) and not paced:
         # Without the PLC's Trigger every frame is a part: a camera that runs free (or grabs as
         # fast as the line takes frames) delivers frames that are no parts, and each one the
         # line drops would be a fail-safe reject. One frame per part: the hardware trigger.

@@ -213,13 +213,14 @@ class StationApp:
         """The reject gate (when an output or a PLC is configured) and the PLC handshake; built,
         not started. Station settings, not a product's: the wiring is the station's."""
         reject, plc = self.cfg.reject, self.cfg.plc
-        if reject.output == "none" and not plc.host:
+        software = reject.trigger == "software"  # OPC UA triggers without a Modbus PLC
+        if reject.output == "none" and not plc.host and not software:
             return None, None
         node_map = self._genicam_node_map if reject.output == "genicam" else None
         gate = RejectGate(
             reject,
             build_driver(reject, node_map),
-            paced=plc.trigger,
+            paced=plc.trigger or software,
             on_event=self._line_io_event,
             # The line's own flag, not its state: resume clears the flag before the state
             # changes, and a camera released on a stale state would end the line's frames.
@@ -282,12 +283,12 @@ class StationApp:
 
     def trigger(self) -> int:
         """A software trigger (the PLC's, an OPC UA method): a part is at the camera now; its
-        reject deadline starts and the camera grabs one frame for it. Needs plc.trigger = true;
-        returns the part's number at the gate."""
+        reject deadline starts and the camera grabs one frame for it. Needs plc.trigger = true
+        or reject.trigger = "software"; returns the part's number at the gate."""
         if self.gate is None or not self.gate.paced:
             raise StationError(
-                "software triggers need plc.trigger = true (and the camera in software "
-                "trigger, or a replay at fps = 0)"
+                "software triggers need plc.trigger = true or reject.trigger = 'software' (and "
+                "the camera in software trigger, or a replay at fps = 0)"
             )
         state = self.line.state
         if state != StationState.RUNNING or not self.gate.alive or self.gate.stopping:

@@ -955,3 +955,30 @@ def test_a_genicam_output_is_switched_off_before_its_camera_closes() -> None:
     finally:
         gate.stop()
         gate.join(5)
+
+
+def test_software_triggers_without_a_modbus_plc(
+    demo_product: Path,
+    demo_patchcore: PatchCore,
+    stations: Callable[..., StationApp],
+    tmp_path: Path,
+) -> None:
+    """reject.trigger = "software": StationApp.trigger() (the OPC UA Trigger method's hook)
+    makes one part per call with no PLC configured; each gets one frame and its verdict in
+    time, and the records hold exactly those parts."""
+    cfg = config(demo_product, fps=0, reject=RejectConfig(trigger="software", deadline_s=2.0))
+    station = stations(cfg, model=demo_patchcore)
+    assert station.plc is None and station.plant.control.trigger_hook is not None
+    decisions: list[Any] = []
+    assert station.gate is not None
+    station.gate.add_listener(decisions.append)
+    station.start()
+    wait_until(lambda: station.status().state == StationState.RUNNING, 60, "the line running")
+    for n in range(1, 4):
+        assert station.trigger() == n
+        wait_until(lambda n=n: len(decisions) == n, 5, f"decision {n}")
+    assert station.flush(10)
+    station.stop()
+    assert all(d.triggered and not d.failsafe for d in decisions)
+    recorded = rows(tmp_path / "data")
+    assert [r.frame_id for r in recorded] == [d.frame_id for d in decisions]

@@ -20,6 +20,8 @@ from station.core.errors import ConfigError
         ("[reject.gpiod]\nline = 17", r"reject.gpiod.line: expected a string, got 17"),
         ("[reject.opcua]\nnode_id = 'x'", r"reject.opcua: unknown key 'node_id' \(did you mean"),
         ("[plc]\ntrigger = true", r"plc.trigger: needs plc.host"),
+        ("[reject]\ntrigger = 'plc'", r"reject.trigger: 'plc' is not 'frame' or 'software'"),
+        ("[reject]\ntrigger = 'software'", r"reject.trigger: needs camera.replay.fps = 0"),
         (
             "[reject]\noutput = 'modbus'\n[camera]\nsource = 'genicam'",
             r"reject.output: camera.genicam.trigger = 'off' runs free: every frame would be a",
