@@ -224,7 +224,7 @@ class ReportsConfig:
 
 REJECT_OUTPUTS = ("none", "modbus", "gpiod", "genicam", "opcua")
 # The PLC handshake's register blocks (station.outputs.handshake holds the map).
-PLC_INPUT_WORDS, PLC_OUTPUT_WORDS = 2, 5
+PLC_INPUT_WORDS, PLC_OUTPUT_WORDS = 2, 6
 
 
 @dataclass(frozen=True)
@@ -269,6 +269,10 @@ class RejectConfig:
     delay_s: float = num(0.0, 0, 60)
     pulse_s: float = num(0.1, 0.001, 60)
     reject_check: bool = True  # parts in the check band leave the line too (to the manual check)
+    # Where parts begin: "frame" (each frame the camera delivers, or with plc.trigger = true
+    # each Trigger of the PLC) or "software" (each StationApp.trigger(), e.g. the OPC UA Trigger
+    # method, without a Modbus PLC); one frame is grabbed per trigger as with plc.trigger.
+    trigger: str = "frame"
     modbus: ModbusCoilConfig = field(default_factory=ModbusCoilConfig)
     gpiod: GpiodConfig = field(default_factory=GpiodConfig)
     genicam: GenICamOutputConfig = field(default_factory=GenICamOutputConfig)
@@ -548,6 +552,49 @@ def validate(cfg: StationConfig) -> None:
         )
     if cfg.plc.trigger and not cfg.plc.host:
         raise bad("plc.trigger", "needs plc.host: the Trigger comes from the PLC's registers")
+    if cfg.reject.trigger not in ("frame", "software"):
+        raise bad("reject.trigger", f"'{cfg.reject.trigger}' is not 'frame' or 'software'")
+    paced = cfg.plc.trigger or cfg.reject.trigger == "software"
+    if paced:
+        tkey = "plc.trigger" if cfg.plc.trigger else "reject.trigger"
+        # One frame per Trigger: a camera that runs free or on its own hardware trigger has
+        # frames buffered already, and the part's verdict would come from an older image.
+        cam = cfg.camera
+        if cam.source == "genicam" and cam.genicam.trigger != "software":
+            raise bad(
+                tkey,
+                f"needs camera.genicam.trigger = 'software' (it is '{cam.genicam.trigger}'): "
+                "the camera must grab one frame per Trigger",
+            )
+        if cam.source == "replay" and cam.replay.fps:
+            raise bad(
+                tkey,
+                f"needs camera.replay.fps = 0 (it is {cam.replay.fps:g}): one frame per Trigger",
+            )
+        if cam.source == "uvc":
+            raise bad(tkey, "a UVC camera runs free: it cannot grab one frame per Trigger")
+    if (cfg.reject.output != "none" or cfg.plc.host) and not paced:
+        # Without the PLC's Trigger every frame is a part: a camera that runs free (or grabs as
+        # fast as the line takes frames) delivers frames that are no parts, and each one the
+        # line drops would be a fail-safe reject. One frame per part: the hardware trigger.
+        cam = cfg.camera
+        free = (
+            cam.source == "uvc"
+            or (cam.source == "genicam" and cam.genicam.trigger != "hardware")
+            or (cam.source == "replay" and not cam.replay.fps)
+        )
+        if free:
+            key = "reject.output" if cfg.reject.output != "none" else "plc.host"
+            what = {
+                "uvc": "a UVC camera runs free",
+                "genicam": f"camera.genicam.trigger = '{cam.genicam.trigger}' runs free",
+                "replay": "a replay at fps = 0 runs as fast as the line takes frames",
+            }[cam.source]
+            raise bad(
+                key,
+                f"{what}: every frame would be a part. Use camera.genicam.trigger = 'hardware' "
+                "(one frame per part), or plc.trigger = true with a software trigger",
+            )
     for number, product in cfg.plc.products.items():
         if not number.isdigit() or not 1 <= int(number) <= 65535:
             raise bad(f"plc.products.{number}", "a recipe number is 1 to 65535")

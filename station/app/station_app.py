@@ -213,15 +213,19 @@ class StationApp:
         """The reject gate (when an output or a PLC is configured) and the PLC handshake; built,
         not started. Station settings, not a product's: the wiring is the station's."""
         reject, plc = self.cfg.reject, self.cfg.plc
-        if reject.output == "none" and not plc.host:
+        software = reject.trigger == "software"  # OPC UA triggers without a Modbus PLC
+        if reject.output == "none" and not plc.host and not software:
             return None, None
         node_map = self._genicam_node_map if reject.output == "genicam" else None
         gate = RejectGate(
             reject,
             build_driver(reject, node_map),
-            paced=plc.trigger,
-            on_event=self.record_event,
-            hold=lambda: self.line.state == StationState.PAUSED,
+            paced=plc.trigger or software,
+            on_event=self._line_io_event,
+            # The line's own flag, not its state: resume clears the flag before the state
+            # changes, and a camera released on a stale state would end the line's frames.
+            hold=lambda: self.line.paused,
+            on_failure=self._line_io_failed,
         )
         if not plc.host:
             return gate, None
@@ -231,9 +235,27 @@ class StationApp:
             line_ready=lambda: self.line.state == StationState.RUNNING,
             product=lambda: self.product,
             switch=self._plc_switch,
-            on_event=self.record_event,
+            on_event=self._line_io_event,
+            on_failure=self._line_io_failed,
         )
         return gate, handshake
+
+    def _line_io_event(self, event: StationEvent) -> None:
+        """An event of the gate or the PLC link: into the records and out to the plant
+        interfaces (MQTT), like the plant links' own (the plant is built after the gate, and
+        the gate's events come only once the station runs)."""
+        self.plant.event(event)
+
+    def _line_io_failed(self, worker: Worker, exc: BaseException) -> None:
+        """A thread of the gate, its output or the handshake died: an alarm (the workers'
+        alarms() say "not alive"); without the gate no part is rejected, so the line fails."""
+        message = f"{worker.name} failed: {type(exc).__name__}: {exc}"
+        try:
+            self._line_io_event(StationEvent(kind="reject", message=message, data={"alarm": True}))
+        except Exception:
+            log.exception("recording %s", message)
+        if worker is not self.plc:
+            self.line.fail(f"{message}: parts are no longer rejected")
 
     def _line_camera(self) -> Camera:
         """The camera the line opens: the product's, wrapped so that the gate sees each part."""
@@ -261,12 +283,18 @@ class StationApp:
 
     def trigger(self) -> int:
         """A software trigger (the PLC's, an OPC UA method): a part is at the camera now; its
-        reject deadline starts and the camera grabs one frame for it. Needs plc.trigger = true;
-        returns the part's number at the gate."""
+        reject deadline starts and the camera grabs one frame for it. Needs plc.trigger = true
+        or reject.trigger = "software"; returns the part's number at the gate."""
         if self.gate is None or not self.gate.paced:
             raise StationError(
-                "software triggers need plc.trigger = true (and the camera in software "
-                "trigger, or a replay at fps = 0)"
+                "software triggers need plc.trigger = true or reject.trigger = 'software' (and "
+                "the camera in software trigger, or a replay at fps = 0)"
+            )
+        state = self.line.state
+        if state != StationState.RUNNING or not self.gate.alive or self.gate.stopping:
+            raise StationError(
+                f"trigger refused: the line is {state.value}"
+                + ("" if self.gate.alive else " and the reject gate is not running")
             )
         return self.gate.trigger()
 
@@ -507,12 +535,16 @@ class StationApp:
             )
 
     def _stop_line_io(self, timeout: float) -> None:
-        """Stop the handshake (Ready off) and the gate (output off), after the line."""
-        for worker in (self.plc, self.gate):
+        """After the line: stop the gate (every part still waiting is rejected, the pulses of
+        the parts in flight are driven, the output set off), then the handshake (one last
+        Result valid for the part it was answering, then Ready off)."""
+        for worker in (self.gate, self.plc):
             if worker is not None and worker.alive:
                 worker.stop()
-                if not worker.join(timeout):
-                    log.error("%s did not stop within %.0f s", worker.name, timeout)
+                # The gate drives the last pulse to its end: delay_s + pulse_s after the stop.
+                wait = max(timeout, worker.drain_s) if isinstance(worker, RejectGate) else timeout
+                if not worker.join(wait):
+                    log.error("%s did not stop within %.0f s", worker.name, wait)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the line has finished (stopped, failed, or done its max frames)."""

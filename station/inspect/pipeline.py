@@ -774,6 +774,12 @@ class Line:
         self._finished.set()
         return ok
 
+    @property
+    def paused(self) -> bool:
+        """True from pause() until resume(): the flag the acquisition itself goes by (the state
+        follows it a moment later)."""
+        return self._paused
+
     def pause(self) -> None:
         """Stop taking frames (the camera is released); queued frames are still inspected."""
         with self._lock:

@@ -13,13 +13,16 @@ holding registers every `plc.poll_s`. The register map (offsets from `plc.inputs
                      outputs + 2  result counter (+1 with each Result valid, wraps at 65536)
                      outputs + 3  error code (ERROR_CODES)
                      outputs + 4  score in per mille of the reject limit (capped at 65535)
+                     outputs + 5  the gate's part number of the result (wraps at 65536)
 
 One cycle: Ready -> the PLC sets Trigger -> Busy (Ready off) -> the decision (at the latest the
 reject deadline after the Trigger was read) -> OK or NOK (+ Error when fail-safe) with Result
 valid -> the PLC sets Result acknowledged -> Result valid, OK, NOK off -> the PLC clears Trigger
 and Result acknowledged -> Ready. With `plc.trigger = false` the parts come from the camera
 (free running or its hardware trigger) and each decision is reported the same way, in order,
-without waiting for a Trigger.
+without waiting for a Trigger; a decision that waited longer than the reject deadline for the
+PLC (a slow or absent PLC) is dropped, counted and an event, so a Result valid is never for a
+part long gone.
 """
 
 from __future__ import annotations
@@ -81,8 +84,10 @@ class PlcHandshake(Worker):
         product: Callable[[], str],
         switch: Callable[[str, int], None],
         on_event: Callable[[StationEvent], None] | None = None,
+        on_failure: Callable[[Worker, BaseException], None] | None = None,
     ) -> None:
-        super().__init__()
+        """`on_failure`: the handshake's thread died (it must raise an alarm)."""
+        super().__init__(on_failure)
         self.cfg = cfg
         self.gate = gate
         self._line_ready = line_ready
@@ -106,6 +111,8 @@ class PlcHandshake(Worker):
         self._code = 0  # the error code of the result shown
         self._shown_code = 0
         self._score = 0
+        self._part = 0  # the gate's part number of the result shown
+        self.overruns = 0  # decisions dropped: the PLC did not take them within the deadline
         self._written: list[int] | None = None
         self.cycles = 0
 
@@ -119,15 +126,30 @@ class PlcHandshake(Worker):
         )
 
     def teardown(self) -> None:
-        """Tell the PLC the station is gone (Ready off), then disconnect."""
+        """Tell the PLC the station is gone (Ready off), then disconnect. Stopped after the gate,
+        so the part being answered has its decision: one last Result valid reports it."""
         if self._client is None:
             return
         if self._connected:
             try:
-                self._write([0, self._recipe_number(), self._counter & 0xFFFF, 2, 0])
+                self._write(self._last_words())
             except StationError as exc:
                 log.debug("PLC: %s", exc)
         self._client.close()
+
+    def _last_words(self) -> list[int]:
+        if self._phase == "busy":
+            for d in self._decisions:
+                if d.part == self._waiting_for:
+                    self._result(d)
+                    break
+        elif self._phase == "idle" and not self.cfg.trigger and self._decisions:
+            self._result(self._decisions.popleft())
+        if self._phase == "result":  # the result stays valid; Ready and Busy off
+            status = self._status & (RESULT_VALID | OK | NOK) | (ERROR if self._code else 0)
+            words = [status, self._recipe_number(), self._counter, self._code, self._score]
+            return [*words, self._part]
+        return [ERROR, self._recipe_number(), self._counter & 0xFFFF, 2, 0, 0]
 
     def step(self) -> bool:
         """One poll: read the PLC's words, move the handshake on, write the station's words."""
@@ -146,11 +168,29 @@ class PlcHandshake(Worker):
         except StationError as exc:
             self._lost(str(exc))
             return True
+        except OSError as exc:  # a socket error the client did not wrap
+            self._lost(f"{type(exc).__name__}: {exc}")
+            return True
         self.wait(self.cfg.poll_s)
         return True
 
     # -- the handshake -------------------------------------------------------------------------
+    def _drop_stale(self, now: float) -> None:
+        """Drop the decisions that waited longer than the reject deadline for the PLC."""
+        limit = self.gate.cfg.deadline_s
+        dropped: list[int] = []
+        while self._decisions and now - self._decisions[0].decided_at > limit:
+            dropped.append(self._decisions.popleft().part)
+        if dropped:
+            self.overruns += len(dropped)
+            parts = ", ".join(map(str, dropped[:10])) + (", ..." if len(dropped) > 10 else "")
+            self._event(
+                f"PLC: {len(dropped)} result{'s' if len(dropped) > 1 else ''} not reported, not "
+                f"taken within {limit:g} s (parts {parts}); {self.overruns} in all"
+            )
+
     def _advance(self, control: int, recipe: int) -> None:
+        self._drop_stale(time.monotonic())
         rising = control & TRIGGER and not self._last_control & TRIGGER
         self._last_control = control
         if self._phase == "idle":
@@ -159,8 +199,11 @@ class PlcHandshake(Worker):
                 self._take_recipe(recipe)
             if self.cfg.trigger:
                 if rising:
-                    self._waiting_for = self.gate.trigger()
-                    self._phase = "busy"
+                    try:
+                        self._waiting_for = self.gate.trigger()
+                        self._phase = "busy"
+                    except StationError:  # the gate has stopped: NOK, Error, code 2
+                        self._refused()
             elif self._decisions:
                 self._result(self._decisions.popleft())
         if self._phase == "busy":
@@ -193,12 +236,19 @@ class PlcHandshake(Worker):
         self._counter = (self._counter + 1) & 0xFFFF
         self._status |= RESULT_VALID | (NOK if d.reject else OK)
         self._code = 1 if d.failsafe else 0
+        self._part = d.part & 0xFFFF
         if d.score is not None and d.threshold:
             self._score = min(65535, max(0, round(1000 * d.score / d.threshold)))
         else:
             self._score = 0
         self._phase = "result"
         self._waiting_for = None
+
+    def _refused(self) -> None:
+        """A Trigger no part can be made for: answered at once, NOK with Error code 2."""
+        self._counter = (self._counter + 1) & 0xFFFF
+        self._status |= RESULT_VALID | NOK
+        self._code, self._score, self._part, self._phase = 2, 0, 0, "result"
 
     def _fault_code(self) -> int:
         if self._recipe_error:
@@ -220,7 +270,7 @@ class PlcHandshake(Worker):
             return
         try:
             self._switch(name, number)
-        except StationError as exc:
+        except Exception as exc:  # a refusal (StationError) or a fault: never the thread's end
             self._recipe_error = 4
             self._event(f"PLC's switch to recipe {number} ({name}) refused: {exc}")
 
@@ -273,6 +323,7 @@ class PlcHandshake(Worker):
             self._counter,
             self._shown_code,
             self._score,
+            self._part,
         ]
         assert len(words) == PLC_OUTPUT_WORDS
         if words != self._written:
@@ -299,6 +350,10 @@ class PlcHandshake(Worker):
         out = []
         if self.problem:
             out.append(f"PLC: {self.problem}")
+        if self.overruns:
+            out.append(f"PLC: {self.overruns} results not taken in time (not reported)")
         if self._recipe_error:
             out.append(f"PLC: {ERROR_CODES[self._recipe_error]} ({self._recipe_seen})")
+        if self.error is not None:
+            out.append(f"{self.name} not alive: {self.error}")
         return tuple(out)

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 
 from station.camera.base import Camera, CameraContext, CameraInfo
 from station.config import RejectConfig
+from station.core.errors import StationError
 from station.core.result import BadFrame, Frame, InspectionResult, StationEvent, Verdict
 from station.core.worker import Worker
-from station.outputs.drivers import OutputDriver, OutputError
+from station.outputs.drivers import GenICamLine, OutputDriver
 
 __all__ = ["Decision", "GateCounters", "PartCamera", "RejectGate"]
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 IDLE_TICK_S = 0.2  # longest the gate's threads sleep before looking at stop again
 RETRY_OUTPUT_S = 2.0  # an output that cannot start is tried again this often
-DRAIN_S = 5.0  # at a stop, pulses already due are still driven for at most this long
+DRAIN_MARGIN_S = 1.0  # at a stop, pulses are driven until the last ends, plus this much
 KEEP_DECIDED_S = 120.0  # a decided part is remembered this long, to know its result as late
 
 
@@ -75,6 +76,7 @@ class GateCounters:
     late: int = 0  # results that came after their part's deadline
     pulses: int = 0  # reject pulses the output was driven with
     output_errors: int = 0
+    missed: int = 0  # reject pulses the output could not drive (down, or cut off at a stop)
     pending: int = 0  # parts waiting for their decision now
 
 
@@ -113,9 +115,11 @@ class RejectGate(Worker):
         paced: bool = False,
         on_event: Callable[[StationEvent], None] | None = None,
         hold: Callable[[], bool] | None = None,
+        on_failure: Callable[[Worker, BaseException], None] | None = None,
     ) -> None:
-        """`hold`: True while the line is paused (the camera is not handed triggers then)."""
-        super().__init__()
+        """`hold`: True while the line is paused (the camera is not handed triggers then);
+        `on_failure`: the gate's or the output's thread died (it must raise an alarm)."""
+        super().__init__(on_failure)
         self.cfg = cfg
         self.driver = driver
         self.paced = paced
@@ -131,7 +135,7 @@ class RejectGate(Worker):
         self._listeners: list[Callable[[Decision], None]] = []
         self._counts = dict.fromkeys(("parts", "ok", "rejected", "failsafe", "late"), 0)
         self._last_failsafe = ""
-        self.output = _Output(self)
+        self.output = _Output(self, on_failure)
 
     # -- wiring --------------------------------------------------------------------------------
     def add_listener(self, callback: Callable[[Decision], None]) -> None:
@@ -144,11 +148,24 @@ class RejectGate(Worker):
         self.output.start()
 
     def stop(self) -> None:
-        """Stop taking parts; the decisions made are still handed out and their pulses driven
+        """Stop taking parts: every part still waiting for its result is rejected now (the line
+        has ended, no result will come); the decisions are handed out and their pulses driven
         (the parts are on their way to the gate), then the output is set off (see join)."""
+        with self._cond:
+            now = time.monotonic()
+            for _, _, part in self._deadlines:
+                if not part.decided:
+                    self._fail(part, "station stopped", now)
+            self._deadlines.clear()
+            self._requests.clear()
         super().stop()
         with self._cond:
             self._cond.notify_all()
+
+    @property
+    def drain_s(self) -> float:
+        """How long the output may need after a stop: the last part's delay and pulse."""
+        return self.cfg.delay_s + self.cfg.pulse_s + DRAIN_MARGIN_S
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the gate's thread, then for the output to drive the pulses it was given."""
@@ -161,8 +178,12 @@ class RejectGate(Worker):
     # -- parts in ------------------------------------------------------------------------------
     def trigger(self) -> int:
         """A part is at the camera now (the PLC's trigger): its deadline starts; the camera
-        grabs a frame for it. Returns the part's number."""
+        grabs a frame for it. Returns the part's number; StationError when the gate is not
+        running (no deadline would be kept)."""
         with self._cond:
+            if self.stopping or not self.alive:
+                why = "stopped" if self.stopping else "not running"
+                raise StationError(f"trigger refused: the reject gate is {why}")
             part = self._new_part(time.monotonic(), triggered=True)
             self._requests.append(part)
             self._cond.notify_all()
@@ -307,7 +328,7 @@ class RejectGate(Worker):
         for d in out:
             if d.reject:
                 start = max(d.decided_at, d.trigger_at + self.cfg.delay_s)
-                self.output.pulse(start, start + self.cfg.pulse_s)
+                self.output.pulse(start, start + self.cfg.pulse_s, d.part)
             for listener in self._listeners:
                 try:
                     listener(d)
@@ -320,7 +341,7 @@ class RejectGate(Worker):
                 )
 
     def teardown(self) -> None:
-        """Hand out the decisions made; parts still waiting get none (the line has stopped)."""
+        """Hand out the decisions made (stop() has decided every part)."""
         with self._cond:
             left = bool(self._outbox)
         if left:
@@ -338,8 +359,9 @@ class RejectGate(Worker):
             c = dict(self._counts)
             pending = sum(1 for _, _, p in self._deadlines if not p.decided)
         return GateCounters(
-            **c, pulses=self.output.pulses, output_errors=self.output.errors, pending=pending
-        )
+            **c, pulses=self.output.pulses, output_errors=self.output.errors,
+            missed=self.output.missed, pending=pending,
+        )  # fmt: skip
 
     def alarms(self) -> tuple[str, ...]:
         """What the operator must see: fail-safe rejects, an output that does not work."""
@@ -350,36 +372,56 @@ class RejectGate(Worker):
                 f"{c.failsafe} part{'s' if c.failsafe > 1 else ''} rejected fail-safe "
                 f"(last: {self._last_failsafe})"
             )
+        if c.missed:
+            out.append(f"{c.missed} reject pulse{'s' if c.missed > 1 else ''} missed")
         if self.output.problem:
             out.append(f"reject output: {self.output.problem}")
+        for worker in (self, self.output):
+            if worker.error is not None:
+                out.append(f"{worker.name} not alive: {worker.error}")
         return tuple(out)
+
+
+@dataclass
+class _Pulse:
+    start: float  # monotonic
+    end: float
+    part: int
+    driven: bool = False  # the output was on during it
 
 
 class _Output(Worker):
     """Drives the reject output: on from each pulse's start to its end (overlapping pulses
-    merge); starts the driver, and starts it again after a failure."""
+    merge); starts the driver, and starts it again after a failure. A pulse that ends while
+    the output cannot be driven is a missed reject: counted, an event naming the part."""
 
     name = "reject-output"
 
-    def __init__(self, gate: RejectGate) -> None:
-        super().__init__()
+    def __init__(
+        self, gate: RejectGate, on_failure: Callable[[Worker, BaseException], None] | None = None
+    ) -> None:
+        super().__init__(on_failure)
         self.gate = gate
         self.driver = gate.driver
         self._cond = threading.Condition()
-        self._pulses: list[tuple[float, float]] = []  # (start, end), monotonic, sorted
+        # Every driver call holds this: the output's thread and release() (the camera's
+        # thread, for an output on the camera) never drive the device at once.
+        self._io = threading.Lock()
+        self._pulses: list[_Pulse] = []  # sorted by start
         self._on = False
         self._started = False
         self._next_try = 0.0
         self.pulses = 0
         self.errors = 0
+        self.missed = 0  # reject pulses that could not be driven (output down, stop)
         self.problem = ""  # why the output does not work now ("" when it does)
         self.on_times: list[float] = []  # when each "on" write returned (monotonic)
 
-    def pulse(self, start: float, end: float) -> None:
-        """Drive the output on from `start` to `end`."""
+    def pulse(self, start: float, end: float, part: int = 0) -> None:
+        """Drive the output on from `start` to `end` (for the gate's part `part`)."""
         with self._cond:
-            self._pulses.append((start, end))
-            self._pulses.sort()
+            self._pulses.append(_Pulse(start, end, part))
+            self._pulses.sort(key=lambda p: p.start)
             self._cond.notify_all()
 
     def stop(self) -> None:
@@ -390,6 +432,7 @@ class _Output(Worker):
     def step(self) -> bool:
         now = time.monotonic()
         if not self._started:
+            self._prune(now)  # the output is down: pulses that end meanwhile are missed
             if now < self._next_try:
                 with self._cond:
                     self._cond.wait(min(IDLE_TICK_S, self._next_try - now))
@@ -400,32 +443,74 @@ class _Output(Worker):
         self._drive()
         return True
 
+    def _prune(self, now: float) -> None:
+        """Drop the pulses that have ended; those never driven are missed rejects."""
+        with self._cond:
+            gone = [p for p in self._pulses if p.end <= now]
+            self._pulses = [p for p in self._pulses if p.end > now]
+        for p in gone:
+            if not p.driven:
+                self._missed(p, f"the output was down ({self.problem or 'not started'})")
+
+    def _missed(self, pulse: _Pulse, why: str) -> None:
+        self.missed += 1
+        self.gate._event(
+            f"part {pulse.part} not rejected: its reject pulse was missed, {why}",
+            {"part": pulse.part, "missed": True, "alarm": True},
+        )
+
     def _drive(self) -> None:
         """Set the output as the pulses want it now, or wait for the next edge."""
+        self._prune(time.monotonic())
         with self._cond:
             now = time.monotonic()
-            self._pulses = [p for p in self._pulses if p[1] > now]
-            want = any(s <= now for s, _ in self._pulses)
+            want = any(p.start <= now for p in self._pulses)
             new_pulse = want and not self._on
             if want == self._on:
-                edges = [t for p in self._pulses for t in p if t > now]
+                if want:
+                    for p in self._pulses:
+                        if p.start <= now:
+                            p.driven = True
+                edges = [t for p in self._pulses for t in (p.start, p.end) if t > now]
                 self._cond.wait(min([IDLE_TICK_S, *(t - now for t in edges)]))
                 return
         try:
-            self.driver.set(want)
-        except OutputError as exc:
-            self._failed(str(exc))
+            with self._io:
+                if not self._started:  # released meanwhile (the camera closed)
+                    return
+                self.driver.set(want)
+        except Exception as exc:  # OutputError; anything else from a driver is a failure too
+            self._failed(str(exc) or type(exc).__name__)
             return
         self._on = want
+        if want:
+            with self._cond:
+                for p in self._pulses:
+                    if p.start <= now:
+                        p.driven = True
         if new_pulse:
             self.pulses += 1
             self.on_times.append(time.monotonic())
         if self.problem:
             self._report("", f"reject output {self.driver.name} works again")
 
+    def release(self) -> None:
+        """The output's device goes away (the camera it is on closes): output off and closed
+        now, from the caller's thread; the output's thread starts it again once it can."""
+        with self._io:
+            if not self._started:
+                return
+            self._started, self._on = False, False
+            self._next_try = time.monotonic() + RETRY_OUTPUT_S
+            try:
+                self.driver.close()
+            except Exception:
+                log.exception("switching the reject output off failed")
+
     def _start_driver(self) -> None:
         try:
-            self.driver.start()
+            with self._io:
+                self.driver.start()
         except Exception as exc:  # OutputError, or a CameraError while the camera is away
             self._next_try = time.monotonic() + RETRY_OUTPUT_S
             self._report(str(exc), f"reject output {self.driver.name} not working: {exc}")
@@ -440,7 +525,8 @@ class _Output(Worker):
         self._started = False
         self._next_try = time.monotonic() + min(RETRY_OUTPUT_S, 0.1 * self.errors)
         try:
-            self.driver.close()
+            with self._io:
+                self.driver.close()
         except Exception:
             log.debug("closing a failed output", exc_info=True)
         self._report(why, f"reject output {self.driver.name} failed: {why}")
@@ -452,12 +538,21 @@ class _Output(Worker):
         self.gate._event(message, {"output": self.driver.name, "alarm": bool(problem)})
 
     def teardown(self) -> None:
-        """Drive the pulses still due (at most DRAIN_S), then the output off and closed."""
-        end = time.monotonic() + DRAIN_S
-        while self._started and self._pulses and time.monotonic() < end:
-            self._drive()
+        """Drive the pulses still due until the last has ended (the parts in flight reach the
+        gate), then the output off and closed; a pulse cut off is a missed reject."""
+        end = time.monotonic() + self.gate.drain_s
+        while self._pulses and time.monotonic() < end:
+            if self._started:
+                self._drive()
+            else:
+                self.step()
+        with self._cond:
+            left, self._pulses = self._pulses, []
+        for pulse in left:
+            self._missed(pulse, "the station stopped before its pulse ended")
         try:
-            self.driver.close()
+            with self._io:
+                self.driver.close()
         except Exception:
             log.exception("closing the reject output failed")
 
@@ -477,9 +572,12 @@ class PartCamera(CameraContext):
         self.inner.open()
 
     def close(self) -> None:
-        """Close the camera (and end a wait for a trigger)."""
+        """Close the camera (and end a wait for a trigger); an output on the camera itself is
+        switched off first, while it still can be."""
         self._closed.set()
         self.gate.wake()
+        if isinstance(self.gate.driver, GenICamLine):
+            self.gate.output.release()
         self.inner.close()
 
     def info(self) -> CameraInfo:

@@ -34,10 +34,19 @@ from station.config import (
     RejectConfig,
     StationConfig,
 )
+from station.core.errors import StationError
 from station.core.result import StationState, Verdict
 from station.model.patchcore import PatchCore
-from station.outputs.drivers import GenICamLine, GpiodLine, ModbusCoil, OpcUaVariable, OutputError
+from station.outputs.drivers import (
+    GenICamLine,
+    GpiodLine,
+    ModbusCoil,
+    NoOutput,
+    OpcUaVariable,
+    OutputError,
+)
 from station.outputs.handshake import ACK, BUSY, ERROR, NOK, OK, READY, RESULT_VALID, TRIGGER
+from station.outputs.reject import RejectGate
 from station.records import Database, db_path
 
 DEADLINE_S = 0.5  # at 2 parts a second: a decision before the next part comes
@@ -71,6 +80,8 @@ class PlcSim:
         self.max_triggers = 0  # the program triggers this many parts, one per period
         self.recipe = 0
         self.ignore_ready = False  # a PLC that triggers without waiting for Ready
+        self.ack = True  # False: a PLC that does not take results (busy, its program stopped)
+        self._held = False  # a Result valid seen while not acknowledging
         self._regs: list[int] | None = None
         self._phase = "wait_ready"
         self._next_trigger = 0.0
@@ -98,6 +109,9 @@ class PlcSim:
 
     def _before_read(self, now: float, regs: list[int]) -> None:
         status = regs[self.outputs]
+        if self._held and self.ack:  # acknowledging again: take the result shown now
+            self._held = False
+            self._on_status(now, list(regs[self.outputs : self.outputs + 6]))
         if (
             self._phase == "wait_ready"
             and (status & READY or self.ignore_ready)
@@ -113,6 +127,9 @@ class PlcSim:
         assert self._regs is not None
         status = words[0]
         if status & RESULT_VALID and not self._regs[self.inputs] & ACK:
+            if not self.ack:
+                self._held = True
+                return
             self.results.append(
                 {
                     "at": now,
@@ -122,6 +139,7 @@ class PlcSim:
                     "counter": words[2],
                     "code": words[3],
                     "score": words[4],
+                    "part": words[5],
                     "trigger_at": self.triggers[-1] if self.triggers else None,
                 }
             )
@@ -445,7 +463,8 @@ def test_stalled_inspection_parts_are_rejected_fail_safe(
 def test_outputs_down_the_line_keeps_inspecting(
     demo_product: Path, demo_patchcore: PatchCore, stations: Callable[..., StationApp], tmp_path
 ) -> None:
-    """No coil server and no PLC: each is an alarm and an event naming the address; the line
+    """No coil server and no PLC: each is an alarm and an event naming the address, recorded
+    and handed to the plant interfaces (MQTT; here a collecting sink in their place); the line
     inspects and records all the same."""
     dead = free_port()
     cfg = config(
@@ -455,6 +474,8 @@ def test_outputs_down_the_line_keeps_inspecting(
         plc=PlcConfig(host="127.0.0.1", port=dead, timeout_s=0.2),
     )
     station = stations(cfg, model=demo_patchcore, max_frames=6)
+    plant_events = EventSink()
+    station.plant.sinks.append(plant_events)
     station.start()
     assert station.wait(60)
     alarms = " | ".join(station.status().alarms)
@@ -467,6 +488,25 @@ def test_outputs_down_the_line_keeps_inspecting(
         assert any(m.startswith("PLC handshake: cannot connect") for m in messages)
     finally:
         db.close()
+    kinds = {e.kind for e in plant_events.events}
+    assert {"reject", "plc"} <= kinds, kinds
+
+
+class EventSink:
+    """Collects the events handed to the plant interfaces (in MQTT's place)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def submit(self, result: Any) -> bool:
+        return True
+
+    def submit_event(self, event: Any) -> bool:
+        self.events.append(event)
+        return True
+
+    def count_dropped(self, n: int = 1, when: float | None = None) -> None:
+        pass
 
 
 # -- OPC UA variable in the PLC's server ---------------------------------------------------------
@@ -640,3 +680,305 @@ def test_genicam_output_and_hardware_trigger_on_a_stand_in_node_map() -> None:
         ("TriggerMode", "On"),
         ("TriggerSource", "Line1"),
     ]
+
+
+# -- stops, outages, backlogs ------------------------------------------------------------------
+def test_a_stop_rejects_the_part_in_flight_and_reports_it_to_the_plc(
+    demo_product: Path,
+    demo_patchcore: PatchCore,
+    plc: PlcSim,
+    stations: Callable[..., StationApp],
+) -> None:
+    """A part triggered but not yet judged when the station stops (here: triggered while
+    paused, deadline 5 s) is rejected at the stop ("station stopped"): its pulse is still
+    driven at trigger + delay_s, after the stop, and the PLC gets one last Result valid with
+    NOK, Error and code 1 instead of a Busy that never ends."""
+    cfg = config(
+        demo_product,
+        fps=0,
+        reject=coil_reject(plc.port, deadline_s=5.0, delay_s=5.0, pulse_s=0.1),
+        plc=PlcConfig(host="127.0.0.1", port=plc.port, poll_s=POLL_S, trigger=True),
+    )
+    station = stations(cfg, model=demo_patchcore)
+    decisions: list[Any] = []
+    assert station.gate is not None
+    station.gate.add_listener(decisions.append)
+    station.start()
+    wait_until(lambda: plc.status() & READY, 60, "Ready")
+    station.pause(station.default_session())
+    plc.ignore_ready, plc.max_triggers = True, 1
+    wait_until(lambda: plc.status() & BUSY, 5, "Busy")
+    stopped_at = time.monotonic()
+    assert station.stop(10)
+    assert [d.failsafe for d in decisions] == ["station stopped"] and decisions[0].reject
+    assert decisions[0].decided_at - stopped_at < 1.0  # at the stop, not at the 5 s deadline
+    assert len(plc.results) == 1, plc.status_writes[-4:]
+    r = plc.results[0]
+    assert r["at"] - stopped_at < 1.0
+    assert r["nok"] and r["error"] and not r["ok"] and r["code"] == 1
+    edges = plc.rising_edges(0)
+    assert len(edges) == 1 and edges[0] >= plc.triggers[0] + 5.0 - 0.1
+    assert plc.coil_writes[-1][2] is False
+    counters = station.gate.counters()
+    assert counters.failsafe == 1 and counters.missed == 0 and counters.pulses == 1
+
+
+def test_reject_pulses_while_the_output_is_down_are_counted_as_missed(
+    demo_product: Path,
+    demo_patchcore: PatchCore,
+    stations: Callable[..., StationApp],
+    tmp_path: Path,
+) -> None:
+    """The coil's server goes away between pulses: each reject that falls due meanwhile is a
+    missed reject, counted, an event naming its part, and an alarm (every part here is a
+    fail-safe reject: the model stalls from the first part)."""
+    sim = PlcSim().start()
+    stall = StallingModel(demo_patchcore, after=0)
+    station = stations(
+        config(demo_product, fps=4, reject=coil_reject(sim.port)),
+        model=stall,  # type: ignore[arg-type]
+    )
+    gate = station.gate
+    assert gate is not None
+    try:
+        station.start()
+        wait_until(lambda: len(sim.rising_edges(0)) >= 1, 30, "a reject pulse")
+    finally:
+        sim.stop()
+    wait_until(lambda: gate.counters().missed >= 2, 10, "missed rejects")
+    stall.release.set()
+    assert any("reject pulses missed" in a for a in station.status().alarms)
+    station.stop()
+    c = gate.counters()
+    assert c.pulses + c.missed == c.rejected + c.failsafe  # every reject either driven or counted
+    db = Database(db_path(tmp_path / "data"))
+    try:
+        missed = [e for e in db.query_events(kind="reject") if "not rejected" in e.message]
+    finally:
+        db.close()
+    assert len(missed) == c.missed
+    assert all(e.message.startswith(f"part {e.data['part']} not rejected") for e in missed)
+
+
+class BrokenDriver:
+    """An output whose write raises something other than OutputError (a driver bug, a library
+    raising its own error): a fake, because a real driver wraps the faults it knows."""
+
+    name = "broken output"
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    def start(self) -> None:
+        self.started += 1
+
+    def set(self, on: bool) -> None:
+        raise RuntimeError("driver bug")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_driver_fault_is_an_output_error_not_a_dead_thread() -> None:
+    """Any exception from a write is counted and retried like an OutputError; the output's
+    thread stays alive and the pulse that could not be driven is a missed reject."""
+    driver = BrokenDriver()
+    failed: list[Any] = []
+    gate = RejectGate(
+        RejectConfig(deadline_s=0.05, pulse_s=0.05), driver, paced=True,
+        on_failure=lambda w, e: failed.append(w),
+    )  # fmt: skip
+    gate.start()
+    try:
+        gate.trigger()  # no camera: rejected fail-safe at the deadline
+        wait_until(lambda: gate.counters().missed == 1, 5, "the missed pulse")
+        c = gate.counters()
+        assert gate.output.alive and c.output_errors >= 1 and driver.started >= 1
+        assert "1 reject pulse missed" in gate.alarms()
+    finally:
+        gate.stop()
+        assert gate.join(5)
+    assert failed == []
+
+
+def test_a_dead_gate_thread_is_reported() -> None:
+    """The gate's thread dies (here its event callback raises, a fake fault): on_failure is
+    called with the gate (the app fails the line then) and alarms() says it is not alive."""
+    failed: list[Any] = []
+
+    def on_event(event: Any) -> None:
+        raise RuntimeError("event sink gone")
+
+    gate = RejectGate(
+        RejectConfig(deadline_s=0.05), NoOutput(), paced=True, on_event=on_event,
+        on_failure=lambda w, e: failed.append(w),
+    )  # fmt: skip
+    gate.start()
+    gate.trigger()
+    wait_until(lambda: bool(failed), 5, "the failure")
+    assert failed == [gate] and gate.join(5)
+    assert any("reject-gate not alive: event sink gone" in a for a in gate.alarms())
+    gate.stop()
+    gate.join(5)
+
+
+def test_triggers_are_refused_unless_the_gate_and_line_run(
+    demo_product: Path, stations: Callable[..., StationApp]
+) -> None:
+    """A trigger no deadline would be kept for (the gate stopped or never started, the line not
+    running) is a StationError, not a part number (the OPC UA Trigger would say ok)."""
+    gate = RejectGate(RejectConfig(), NoOutput(), paced=True)
+    with pytest.raises(StationError, match="reject gate is not running"):
+        gate.trigger()
+    gate.start()
+    assert gate.trigger() == 1
+    gate.stop()
+    with pytest.raises(StationError, match="reject gate is stopped"):
+        gate.trigger()
+    assert gate.join(5)
+    cfg = config(
+        demo_product,
+        fps=0,
+        reject=RejectConfig(),
+        plc=PlcConfig(host="127.0.0.1", port=free_port(), trigger=True),
+    )
+    station = stations(cfg)  # not started
+    with pytest.raises(StationError, match=r"trigger refused: the line is .* not running"):
+        station.trigger()
+
+
+def test_a_plc_that_does_not_take_results_gets_only_fresh_ones(
+    demo_product: Path,
+    demo_patchcore: PatchCore,
+    plc: PlcSim,
+    stations: Callable[..., StationApp],
+    tmp_path: Path,
+) -> None:
+    """Without plc.trigger every part's result is reported in order; a PLC that stops
+    acknowledging for 2 s does not get a backlog of old results afterwards: decisions older
+    than the deadline are dropped, counted and an event; each Result valid names its part,
+    and its OK/NOK equals that part's recorded verdict."""
+    cfg = config(
+        demo_product,
+        fps=4,
+        reject=RejectConfig(deadline_s=DEADLINE_S),
+        plc=PlcConfig(host="127.0.0.1", port=plc.port, poll_s=POLL_S),
+    )
+    station = stations(cfg, model=demo_patchcore)
+    assert station.plc is not None
+    station.start()
+    wait_until(lambda: len(plc.results) >= 3, 60, "results of free-running parts")
+    plc.ack = False
+    time.sleep(2.0)
+    held = len(plc.results)
+    plc.ack = True
+    wait_until(lambda: len(plc.results) >= held + 3, 10, "results after the pause")
+    station.stop()
+    assert station.plc.overruns >= 3  # about 8 parts came while the PLC was not taking them
+    recorded = rows(tmp_path / "data")
+    parts = [r["part"] for r in plc.results]
+    assert parts == sorted(parts) and len(set(parts)) == len(parts)
+    # The result shown when the PLC stopped is taken when it acknowledges again; the next is
+    # a fresh part's, not one of those that waited meanwhile.
+    assert parts[held + 1] - parts[held] > 3
+    for r in plc.results:
+        row = recorded[r["part"] - 1]  # the gate numbers the parts in frame order, as the rows
+        assert r["nok"] == rejected(row.verdict) and r["ok"] != r["nok"]
+    assert [r["counter"] for r in plc.results] == list(range(1, len(plc.results) + 1))
+    db = Database(db_path(tmp_path / "data"))
+    try:
+        assert any("not reported, not taken within 0.5 s" in e.message for e in db.query_events())
+    finally:
+        db.close()
+
+
+class ClosingCamera:
+    """A stand-in for the line's GenICam camera around the stand-in node map (a fake: the
+    simulator has no output nodes): its node map is there only while it is open."""
+
+    def __init__(self, nm: Any) -> None:
+        self.nm, self.is_open = nm, True
+
+    def node_map(self) -> Any:
+        if not self.is_open:
+            raise StationError("the camera is closed")
+        return self.nm
+
+    def open(self) -> None:
+        self.is_open = True
+
+    def close(self) -> None:
+        self.nm.log.append(("camera", "closed"))
+        self.is_open = False
+
+    def info(self) -> Any:
+        return None
+
+    def frames(self) -> Iterator[Any]:
+        return iter(())
+
+
+def test_a_genicam_output_is_switched_off_before_its_camera_closes() -> None:
+    """The gate's output on the camera's own line is switched off by PartCamera.close(),
+    before the camera closes (afterwards its node map is gone and nothing could switch it off);
+    the output's thread starts it again when the camera is back."""
+    from test_genicam import _triggerable
+
+    from station.outputs.reject import PartCamera
+
+    nm = _triggerable()
+    nm.add("LineSelector", "enumeration", "Line0", choices=("Line0", "Line1"))
+    nm.add("LineMode", "enumeration", "Input", choices=("Input", "Output"))
+    nm.add("LineSource", "enumeration", "Off", choices=("Off", "UserOutput1"))
+    nm.add(
+        "UserOutputSelector", "enumeration", "UserOutput0", choices=("UserOutput0", "UserOutput1")
+    )
+    nm.add("UserOutputValue", "boolean", False)
+    cam = ClosingCamera(nm)
+    out_cfg = GenICamOutputConfig(line="Line1", source="UserOutput1")
+    gate = RejectGate(
+        RejectConfig(output="genicam", genicam=out_cfg), GenICamLine(out_cfg, cam.node_map)
+    )
+    part_camera = PartCamera(cam, gate)  # type: ignore[arg-type]
+    gate.start()
+    try:
+        now = time.monotonic()
+        gate.output.pulse(now, now + 30.0, 1)  # on, and still on when the camera closes
+        wait_until(lambda: nm.UserOutputValue.value is True, 5, "the output on")
+        part_camera.close()
+        assert nm.UserOutputValue.value is False
+        writes = [w for w in nm.log if w[0] in ("UserOutputValue", "camera")]
+        assert writes[-2:] == [("UserOutputValue", False), ("camera", "closed")]
+        nm.log.clear()
+        cam.open()
+        wait_until(lambda: ("LineMode", "Output") in nm.log, 5, "the output started again")
+    finally:
+        gate.stop()
+        gate.join(5)
+
+
+def test_software_triggers_without_a_modbus_plc(
+    demo_product: Path,
+    demo_patchcore: PatchCore,
+    stations: Callable[..., StationApp],
+    tmp_path: Path,
+) -> None:
+    """reject.trigger = "software": StationApp.trigger() (the OPC UA Trigger method's hook)
+    makes one part per call with no PLC configured; each gets one frame and its verdict in
+    time, and the records hold exactly those parts."""
+    cfg = config(demo_product, fps=0, reject=RejectConfig(trigger="software", deadline_s=2.0))
+    station = stations(cfg, model=demo_patchcore)
+    assert station.plc is None and station.plant.control.trigger_hook is not None
+    decisions: list[Any] = []
+    assert station.gate is not None
+    station.gate.add_listener(decisions.append)
+    station.start()
+    wait_until(lambda: station.status().state == StationState.RUNNING, 60, "the line running")
+    for n in range(1, 4):
+        assert station.trigger() == n
+        wait_until(lambda n=n: len(decisions) == n, 5, f"decision {n}")
+    assert station.flush(10)
+    station.stop()
+    assert all(d.triggered and not d.failsafe for d in decisions)
+    recorded = rows(tmp_path / "data")
+    assert [r.frame_id for r in recorded] == [d.frame_id for d in decisions]

@@ -20,7 +20,27 @@ from station.core.errors import ConfigError
         ("[reject.gpiod]\nline = 17", r"reject.gpiod.line: expected a string, got 17"),
         ("[reject.opcua]\nnode_id = 'x'", r"reject.opcua: unknown key 'node_id' \(did you mean"),
         ("[plc]\ntrigger = true", r"plc.trigger: needs plc.host"),
-        ("[plc]\nhost = 'plc'\noutputs = 1", r"plc.outputs: registers 1..5 overlap plc.inputs"),
+        ("[reject]\ntrigger = 'plc'", r"reject.trigger: 'plc' is not 'frame' or 'software'"),
+        ("[reject]\ntrigger = 'software'", r"reject.trigger: needs camera.replay.fps = 0"),
+        (
+            "[reject]\noutput = 'modbus'\n[camera]\nsource = 'genicam'",
+            r"reject.output: camera.genicam.trigger = 'off' runs free: every frame would be a",
+        ),
+        ("[plc]\nhost = 'plc'\n[camera]\nsource = 'uvc'", r"plc.host: a UVC camera runs free"),
+        ("[plc]\nhost = 'plc'\n[camera.replay]\nfps = 0", r"plc.host: a replay at fps = 0"),
+        (
+            "[plc]\nhost = 'plc'\ntrigger = true\n[camera.replay]\nfps = 2",
+            r"plc.trigger: needs camera.replay.fps = 0 \(it is 2\)",
+        ),
+        (
+            "[plc]\nhost = 'plc'\ntrigger = true\n[camera]\nsource = 'genicam'",
+            r"plc.trigger: needs camera.genicam.trigger = 'software' \(it is 'off'\)",
+        ),
+        (
+            "[plc]\nhost = 'plc'\ntrigger = true\n[camera]\nsource = 'uvc'",
+            r"plc.trigger: a UVC camera runs free",
+        ),
+        ("[plc]\nhost = 'plc'\noutputs = 1", r"plc.outputs: registers 1..6 overlap plc.inputs"),
         ("[plc]\npoll_s = 5", r"plc.poll_s: 5.0 is out of range"),
         ("[plc.products]\nx = 'demo'", r"plc.products.x: a recipe number is 1 to 65535"),
         ("[plc.products]\n0 = 'demo'", r"plc.products.0: a recipe number is 1 to 65535"),
@@ -52,3 +72,16 @@ def test_a_recipe_cannot_rewire_the_station() -> None:
     # The trigger is the recipe's: it is a camera setting.
     cfg = with_overlay(load_config(), {"camera": {"genicam": {"trigger": "hardware"}}}, "r.json")
     assert cfg.camera.genicam.trigger == "hardware"
+
+
+def test_a_recipe_cannot_free_run_the_camera_of_a_plc_trigger(tmp_path: Path) -> None:
+    """plc.trigger needs one frame per Trigger; a recipe that sets the camera's own trigger
+    (or a replay rate) is refused when merged, naming the recipe."""
+    f = tmp_path / "station.toml"
+    f.write_text(
+        "[plc]\nhost = 'plc'\ntrigger = true\n[camera]\nsource = 'genicam'\n"
+        "[camera.genicam]\ntrigger = 'software'\n"
+    )
+    base = load_config(f)
+    with pytest.raises(ConfigError, match=r"r.json: plc.trigger: needs camera.genicam.trigger"):
+        with_overlay(base, {"camera": {"genicam": {"trigger": "hardware"}}}, "r.json")
