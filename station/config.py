@@ -582,6 +582,8 @@ def _validate_plant(cfg: StationConfig, bad: typing.Callable[[str, str], ConfigE
         raise bad("mqtt.password", "set mqtt.username too")
     if cfg.mqtt.ca_file and not cfg.mqtt.tls:
         raise bad("mqtt.ca_file", "is only used with mqtt.tls = true")
+    if cfg.mqtt.host and cfg.mqtt.ca_file and not Path(cfg.mqtt.ca_file).expanduser().is_file():
+        raise bad("mqtt.ca_file", f"{cfg.mqtt.ca_file} is not a file (the broker's CA certificate)")
     for section, bind in (("http", cfg.http.bind), ("opcua", cfg.opcua.bind)):
         if not bind.strip():
             raise bad(f"{section}.bind", "must name an address (127.0.0.1, 0.0.0.0, ...)")

@@ -193,8 +193,8 @@ class OpcuaOutput:
         try:
             asyncio.run(self._main())
         except Exception as exc:
-            self.link.lost(f"{type(exc).__name__}: {exc}")
             log.exception("OPC UA server failed")
+            self.link.failed(f"the server ended: {type(exc).__name__}: {exc}")
         finally:
             self._ready.set()
 

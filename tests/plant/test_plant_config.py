@@ -20,6 +20,10 @@ from station.config import ConfigError, StationConfig, is_loopback, load_config,
         ("[mqtt]\nport = 0\n", r"mqtt.port: 0 is out of range"),
         ("[http]\nport = 70000\n", r"http.port: 70000 is out of range"),
         ('[mqtt]\nhots = "b"\n', "unknown key 'hots' \\(did you mean 'host'"),
+        (
+            '[mqtt]\nhost = "b"\ntls = true\nca_file = "gone.pem"\n',
+            r"mqtt.ca_file: \S*gone.pem is not a file",
+        ),
     ],
 )
 def test_bad_plant_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
