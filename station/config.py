@@ -312,7 +312,8 @@ class OpcuaConfig:
     # channels (Basic256Sha256) are offered; a bind that is not a loopback address needs them.
     certificate: str = ""
     private_key: str = ""
-    # With a certificate: a folder of client certificates (DER or PEM) the server accepts.
+    # With a certificate: a folder of client certificates (DER or PEM) the server accepts; a bind
+    # that is not a loopback address needs it (only known clients may try a PIN).
     trusted_clients: str = ""
 
 
@@ -601,6 +602,14 @@ def _validate_plant(cfg: StationConfig, bad: typing.Callable[[str, str], ConfigE
             "opcua.certificate",
             f"opcua.bind = {cfg.opcua.bind!r} is reachable from the network: passwords must not "
             "travel in the clear, set a certificate and key",
+        )
+    if cfg.opcua.port and not is_loopback(cfg.opcua.bind) and not cfg.opcua.trusted_clients:
+        # Without it any client certificate opens a channel, and a stranger guessing PINs
+        # would lock the station's users (admins too) out of the touchscreen as well.
+        raise bad(
+            "opcua.trusted_clients",
+            f"opcua.bind = {cfg.opcua.bind!r} is reachable from the network: name the folder of "
+            "the client certificates accepted",
         )
     if cfg.opcua.port and cfg.opcua.port == cfg.http.port:
         raise bad("opcua.port", f"{cfg.opcua.port} is http.port too")

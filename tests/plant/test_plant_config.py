@@ -15,6 +15,10 @@ from station.config import ConfigError, StationConfig, is_loopback, load_config,
     [
         ('[opcua]\nport = 4840\nbind = "0.0.0.0"\n', r"opcua.certificate: opcua.bind = '0.0.0.0'"),
         ('[opcua]\ncertificate = "c.der"\n', "set opcua.certificate and opcua.private_key"),
+        (
+            '[opcua]\nport = 4840\nbind = "0.0.0.0"\ncertificate = "c"\nprivate_key = "k"\n',
+            r"opcua.trusted_clients: opcua.bind = '0.0.0.0' is reachable from the network",
+        ),
         ('[mqtt]\nhost = "b"\nprefix = "a/#"\n', "mqtt.prefix: 'a/#' must be a topic level"),
         ('[mqtt]\nhost = "b"\nstation = "a/b"\n', "mqtt.station: 'a/b' must not contain"),
         ("[mqtt]\nport = 0\n", r"mqtt.port: 0 is out of range"),
