@@ -581,6 +581,12 @@ def _validate_plant(cfg: StationConfig, bad: typing.Callable[[str, str], ConfigE
         raise bad("mqtt.station", f"{cfg.mqtt.station!r} must not contain /, + or #")
     if cfg.mqtt.password and not cfg.mqtt.username:
         raise bad("mqtt.password", "set mqtt.username too")
+    if cfg.mqtt.password and not cfg.mqtt.tls and not is_loopback(cfg.mqtt.host):
+        raise bad(
+            "mqtt.password",
+            f"mqtt.host = {cfg.mqtt.host!r} is reached over the network: the password would "
+            "travel in the clear, set mqtt.tls = true",
+        )
     if cfg.mqtt.ca_file and not cfg.mqtt.tls:
         raise bad("mqtt.ca_file", "is only used with mqtt.tls = true")
     if cfg.mqtt.host and cfg.mqtt.ca_file and not Path(cfg.mqtt.ca_file).expanduser().is_file():

@@ -22,6 +22,10 @@ from station.config import ConfigError, StationConfig, is_loopback, load_config,
         ('[mqtt]\nhost = "b"\nprefix = "a/#"\n', "mqtt.prefix: 'a/#' must be a topic level"),
         ('[mqtt]\nhost = "b"\nstation = "a/b"\n', "mqtt.station: 'a/b' must not contain"),
         ("[mqtt]\nport = 0\n", r"mqtt.port: 0 is out of range"),
+        (
+            '[mqtt]\nhost = "10.0.0.5"\nusername = "u"\npassword = "p"\n',
+            r"mqtt.password: mqtt.host = '10.0.0.5' is reached over the network",
+        ),
         ("[http]\nport = 70000\n", r"http.port: 70000 is out of range"),
         ('[mqtt]\nhots = "b"\n', "unknown key 'hots' \\(did you mean 'host'"),
         (
