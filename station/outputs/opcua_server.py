@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -36,10 +37,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from asyncua import Server, ua
+from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession
+from asyncua.server.uaprocessor import UaProcessor
 from asyncua.server.user_managers import UserManager
+from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
 
 from station.config import OpcuaConfig
 from station.core.errors import StationError
@@ -53,6 +58,11 @@ log = logging.getLogger(__name__)
 STATUS_EVERY_S = 0.25
 RESULTS_KEPT = 1000  # results waiting for the server's loop (it takes them within 0.1 s)
 _CALLER: contextvars.ContextVar[User | None] = contextvars.ContextVar("opcua_caller", default=None)
+# The PIN check done off the loop for the ActivateSession being processed: (name, pin, session).
+_CHECKED: contextvars.ContextVar[tuple[str, str, Any] | None] = contextvars.ContextVar(
+    "opcua_checked", default=None
+)
+_ACTIVATE = ua.NodeId(ua.ObjectIds.ActivateSessionRequest_Encoding_DefaultBinary)  # type: ignore[arg-type]
 
 
 class PlantActions(Protocol):
@@ -85,7 +95,11 @@ class _Users(UserManager):
         certificate: Any = None,
     ) -> User | None:  # fmt: skip
         if username:
-            session = self.actions.login(username, password or "")
+            checked = _CHECKED.get()
+            if checked is not None and checked[:2] == (username, password or ""):
+                session = checked[2]  # checked on a worker thread by _Processor
+            else:
+                session = self.actions.login(username, password or "")
             if session is None:
                 return None  # BadUserAccessDenied
             return _StationUser(role=UserRole.User, name=username, session=session)
@@ -93,6 +107,69 @@ class _Users(UserManager):
             # asyncua's User role reads and browses; the methods refuse a session-less caller.
             return _StationUser(role=UserRole.User, name="anonymous")
         return None
+
+
+class _Processor(UaProcessor):
+    """asyncua asks the user manager from its loop, synchronously; a PIN check is a slow hash
+    and a database write, so it is done first on a worker thread for each ActivateSession with
+    a user name (the other clients are not stalled meanwhile)."""
+
+    async def process_message(self, seqhdr: Any, body: Any) -> Any:
+        users = self.iserver.user_manager
+        checked = None
+        if isinstance(users, _Users) and self.session is not None:
+            try:
+                peek = body.copy()
+                if nodeid_from_binary(peek) == _ACTIVATE:
+                    struct_from_binary(ua.RequestHeader, peek)
+                    params = struct_from_binary(ua.ActivateSessionParameters, peek)
+                    token = params.UserIdentityToken
+                    if isinstance(token, ua.UserNameIdentityToken) and token.UserName:
+                        name, pin = self.iserver.decrypt_user_token(self.session, token)
+                        session = await asyncio.to_thread(users.actions.login, name, pin or "")
+                        checked = (name, pin or "", session)
+            except Exception:  # not decodable here: asyncua answers it as it would
+                log.debug("OPC UA: ActivateSession not checked ahead", exc_info=True)
+        token_ = _CHECKED.set(checked)
+        try:
+            return await super().process_message(seqhdr, body)
+        finally:
+            _CHECKED.reset(token_)
+
+
+class _Protocol(OPCUAProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.processor is not None:  # None: refused (too many connections)
+            self.processor = _Processor(self.iserver, self.transport, self.limits)
+            self.processor.set_policies(self.policies)
+
+
+class _Binary(BinaryServer):
+    def _make_protocol(self) -> OPCUAProtocol:
+        return _Protocol(
+            iserver=self.iserver, policies=self._policies, clients=self.clients,
+            closing_tasks=self.closing_tasks, limits=self.limits,
+        )  # fmt: skip
+
+
+class _Server(Server):
+    async def start(self) -> None:
+        """Server.start with the station's protocol (asyncua builds its own in there)."""
+        if self.iserver.certificate is not None:  # asyncua's warnings about the certificate
+            uacrypto.check_certificate(
+                self.iserver.certificate, self._application_uri, socket.gethostname()
+            )
+        await self._setup_server_nodes()
+        await self.iserver.start()
+        try:
+            address, port = self._get_bind_socket_info()
+            self.bserver = _Binary(self.iserver, address, port, self.limits)  # type: ignore[arg-type]
+            self.bserver.set_policies(self._policies)
+            await self.bserver.start()
+        except Exception:
+            await self.iserver.stop()
+            raise
 
 
 class _Session(InternalSession):
@@ -201,7 +278,7 @@ class OpcuaOutput:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server = Server(iserver=_Internal(user_manager=_Users(self.actions, self.cfg.anonymous)))
+        server = _Server(iserver=_Internal(user_manager=_Users(self.actions, self.cfg.anonymous)))
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name(f"Inspection station {self.station}")

@@ -1,0 +1,65 @@
+"""The OPC UA server alone (no line) with a real asyncua client: where the PIN check runs, a
+close that comes before the server's loop, sessions logged out when they close."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from asyncua import Client
+from conftest import free_port
+
+from station.config import OpcuaConfig
+from station.core.result import Counters, LineStatus, StationState
+from station.outputs.opcua_server import OpcuaOutput
+
+
+class Actions:
+    """Records what the server asks of the app (a stand-in for PlantControl: these tests are
+    about the server's threads, the app's checks are tested in test_opcua.py)."""
+
+    def __init__(self) -> None:
+        self.login_threads: list[str] = []
+        self.logged_out: list[Any] = []
+
+    def login(self, name: str, password: str) -> Any | None:
+        self.login_threads.append(threading.current_thread().name)
+        return f"session-{name}" if password == "1234" else None
+
+    def logout(self, session: Any) -> None:
+        self.logged_out.append(session)
+
+    def switch_product(self, session: Any | None, product: str) -> None: ...
+
+    def trigger(self, session: Any | None) -> None: ...
+
+    def acknowledge(self, session: Any | None, alarm: str) -> None: ...
+
+
+def _status() -> LineStatus:
+    return LineStatus(state=StationState.RUNNING, counters=Counters())
+
+
+def server(actions: Actions) -> OpcuaOutput:
+    return OpcuaOutput(OpcuaConfig(port=free_port()), "st1", _status, lambda: "demo", actions)
+
+
+def test_the_pin_check_runs_off_the_servers_loop() -> None:
+    actions = Actions()
+    out = server(actions)
+    out.start()
+    try:
+        assert out.ready(30)
+
+        async def login() -> None:
+            c = Client(f"opc.tcp://127.0.0.1:{out.cfg.port}/station/", timeout=10)
+            c.set_user("olga")
+            c.set_password("1234")
+            async with c:
+                pass
+
+        asyncio.run(login())
+        assert actions.login_threads and "opcua" not in actions.login_threads
+    finally:
+        assert out.close(3.0)
