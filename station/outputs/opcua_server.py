@@ -224,6 +224,9 @@ class OpcuaOutput:
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        # Set by close(): the server's thread may not have its loop yet (asyncua takes seconds
+        # to build), so it checks this too and never starts serving after a close.
+        self._closing = threading.Event()
         self.nodes: dict[str, Any] = {}
 
     # -- LineSink ----------------------------------------------------------------------------
@@ -257,6 +260,7 @@ class OpcuaOutput:
 
     def close(self, timeout: float = 3.0) -> bool:
         """Stop the server."""
+        self._closing.set()
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop has ended already
@@ -290,6 +294,8 @@ class OpcuaOutput:
         await self._security(server)
         idx = await server.register_namespace(self.namespace)
         await self._build(server, idx)
+        if self._closing.is_set():  # closed while the address space was built
+            return
         try:
             await server.start()
         except OSError as exc:
@@ -378,7 +384,7 @@ class OpcuaOutput:
         assert self._stop is not None
         next_status = 0.0
         loop = asyncio.get_running_loop()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._closing.is_set():
             while self._results:
                 await self._write_result(self._results.popleft())
             if loop.time() >= next_status:

@@ -4,11 +4,13 @@ close that comes before the server's loop, sessions logged out when they close."
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from typing import Any
 
 from asyncua import Client
 from conftest import free_port
+from test_pipeline import wait_until
 
 from station.config import OpcuaConfig
 from station.core.result import Counters, LineStatus, StationState
@@ -63,3 +65,14 @@ def test_the_pin_check_runs_off_the_servers_loop() -> None:
         assert actions.login_threads and "opcua" not in actions.login_threads
     finally:
         assert out.close(3.0)
+
+
+def test_a_close_before_the_server_has_its_loop_stops_the_thread() -> None:
+    out = server(Actions())
+    out.start()
+    out.close(0.1)  # at once: asyncua is still building its address space
+    thread = out._thread
+    assert thread is not None
+    wait_until(lambda: not thread.is_alive(), 30, "the server's thread ends")
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", out.cfg.port)) != 0  # it never listened
