@@ -41,7 +41,7 @@ from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.internal_server import InternalServer
-from asyncua.server.internal_session import InternalSession
+from asyncua.server.internal_session import InternalSession, SessionState
 from asyncua.server.uaprocessor import UaProcessor
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
@@ -70,6 +70,8 @@ class PlantActions(Protocol):
     Each raises PermissionDenied or StationError with the reason when it refuses."""
 
     def login(self, name: str, password: str) -> Any | None: ...
+
+    def logout(self, session: Any) -> None: ...
 
     def switch_product(self, session: Any | None, product: str) -> None: ...
 
@@ -173,6 +175,18 @@ class _Server(Server):
 
 
 class _Session(InternalSession):
+    async def close_session(self, delete_subs: bool = True) -> None:
+        # The station user's session ends with the client's (closed, timed out): logged out,
+        # audited, not piling up in the app's sessions.
+        closing = self.state != SessionState.Closed
+        await super().close_session(delete_subs)
+        session, users = getattr(self.user, "session", None), self.iserver.user_manager
+        if closing and session is not None and isinstance(users, _Users):
+            try:
+                await asyncio.to_thread(users.actions.logout, session)
+            except Exception:
+                log.exception("OPC UA: the logout of %s failed", getattr(self.user, "name", "?"))
+
     async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
         # asyncua hands a method only its arguments: the caller travels in a context variable.
         token = _CALLER.set(self.user)

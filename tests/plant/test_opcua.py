@@ -153,11 +153,14 @@ def test_methods_act_as_the_station_user_with_its_role_and_audit(
     assert asyncio.run(call("olga", "1234", "Acknowledge", "no model")) == "ok"
     assert asyncio.run(refused()) != "connected"  # anonymous: off by default
     assert asyncio.run(refused("tess", "0000")) != "connected"
-    audit = [
-        (r.user, r.action, r.object, r.via)
-        for r in station.audit_rows(station.shell_session())
-        if r.via == "opcua"
-    ]
+
+    def opcua_audit() -> list[tuple[str, str, str, str]]:
+        rows = station.audit_rows(station.shell_session())
+        return [(r.user, r.action, r.object, r.via) for r in rows if r.via == "opcua"]
+
+    # Each client's session is logged out when it closes (audited).
+    wait_until(lambda: opcua_audit().count(("olga", "logout", "", "opcua")) == 3, 10, "logouts")
+    audit = opcua_audit()
     assert ("olga", "denied", "other", "opcua") in audit
     assert ("tess", "product_switch", "other", "opcua") in audit
     assert ("olga", "alarm_acknowledge", "no model", "opcua") in audit

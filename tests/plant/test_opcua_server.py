@@ -76,3 +76,23 @@ def test_a_close_before_the_server_has_its_loop_stops_the_thread() -> None:
     wait_until(lambda: not thread.is_alive(), 30, "the server's thread ends")
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", out.cfg.port)) != 0  # it never listened
+
+
+def test_a_closed_client_session_is_logged_out() -> None:
+    actions = Actions()
+    out = server(actions)
+    out.start()
+    try:
+        assert out.ready(30)
+
+        async def login() -> None:
+            c = Client(f"opc.tcp://127.0.0.1:{out.cfg.port}/station/", timeout=10)
+            c.set_user("olga")
+            c.set_password("1234")
+            async with c:
+                assert actions.logged_out == []
+
+        asyncio.run(login())
+        wait_until(lambda: actions.logged_out == ["session-olga"], 5, "the logout")
+    finally:
+        assert out.close(3.0)
