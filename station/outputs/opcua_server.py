@@ -5,8 +5,8 @@ Address space (namespace `urn:station:<station>`, string node ids, so a PLC prog
 them): `Station.State`, `.Reason`, `.Product`, `.ModelVersion`, `.Limit`;
 `Station.LastResult.PartId`, `.Verdict`, `.Score`, `.Limit`, `.Time`, `.Product`;
 `Station.Counters.Inspected`, `.Nok`, `.Check`, `.Dropped`, `.Unrecorded`, `.BadFrames`,
-`.Shift`; `Station.Alarms.Active`, `.Unacknowledged` (string arrays) and the method
-`Station.Alarms.Acknowledge(alarm)`; the methods `Station.SwitchProduct(product)` and
+`.FailsafeRejects`, `.Shift`; `Station.Alarms.Active`, `.Unacknowledged` (string arrays) and the
+method `Station.Alarms.Acknowledge(alarm)`; the methods `Station.SwitchProduct(product)` and
 `Station.Trigger()`.
 
 Who may do what: a client logs in with a station user's name and PIN (the user token's
@@ -376,7 +376,8 @@ class OpcuaOutput:
             await var(last, f"Station.LastResult.{name}", 0.0, real)
         await var(last, "Station.LastResult.Time", _utc(0), ua.VariantType.DateTime)
         counters = await obj(station, "Station.Counters")
-        for name in ("Inspected", "Nok", "Check", "Dropped", "Unrecorded", "BadFrames"):
+        for name in ("Inspected", "Nok", "Check", "Dropped", "Unrecorded", "BadFrames",
+                     "FailsafeRejects"):  # fmt: skip
             await var(counters, f"Station.Counters.{name}", 0, count)
         await var(counters, "Station.Counters.Shift", "", text)
         alarms = await obj(station, "Station.Alarms")
@@ -430,7 +431,8 @@ class OpcuaOutput:
         c = st.counters
         for name, value in (("Inspected", c.inspected), ("Nok", c.nok), ("Check", c.check),
                             ("Dropped", c.dropped), ("Unrecorded", c.unrecorded),
-                            ("BadFrames", c.bad_frames)):  # fmt: skip
+                            ("BadFrames", c.bad_frames),
+                            ("FailsafeRejects", c.failsafe_rejects)):  # fmt: skip
             await self._write(f"Station.Counters.{name}", int(value))
         await self._write("Station.Counters.Shift", c.shift)
         active = list(st.alarms)

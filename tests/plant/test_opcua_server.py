@@ -8,7 +8,7 @@ import socket
 import threading
 from typing import Any
 
-from asyncua import Client
+from asyncua import Client, ua
 from conftest import free_port
 from test_pipeline import wait_until
 
@@ -40,14 +40,14 @@ class Actions:
 
 
 def _status() -> LineStatus:
-    return LineStatus(state=StationState.RUNNING, counters=Counters())
+    return LineStatus(state=StationState.RUNNING, counters=Counters(failsafe_rejects=2))
 
 
 def server(actions: Actions) -> OpcuaOutput:
     return OpcuaOutput(OpcuaConfig(port=free_port()), "st1", _status, lambda: "demo", actions)
 
 
-def test_the_pin_check_runs_off_the_servers_loop() -> None:
+def test_the_pin_check_runs_off_the_servers_loop_and_counters_read() -> None:
     actions = Actions()
     out = server(actions)
     out.start()
@@ -59,9 +59,13 @@ def test_the_pin_check_runs_off_the_servers_loop() -> None:
             c.set_user("olga")
             c.set_password("1234")
             async with c:
-                pass
+                idx = await c.get_namespace_index("urn:station:st1")
+                path = "Station.Counters.FailsafeRejects"
+                counter = c.get_node(ua.NodeId(path, idx))
+                while await counter.read_value() != 2:  # the status is written every 0.25 s
+                    await asyncio.sleep(0.05)
 
-        asyncio.run(login())
+        asyncio.run(asyncio.wait_for(login(), 10))
         assert actions.login_threads and "opcua" not in actions.login_threads
     finally:
         assert out.close(3.0)
