@@ -330,7 +330,8 @@ class OpcuaConfig:
     # channels (Basic256Sha256) are offered; a bind that is not a loopback address needs them.
     certificate: str = ""
     private_key: str = ""
-    # With a certificate: a folder of client certificates (DER or PEM) the server accepts.
+    # With a certificate: a folder of client certificates (DER or PEM) the server accepts; a bind
+    # that is not a loopback address needs it (only known clients may try a PIN).
     trusted_clients: str = ""
 
 
@@ -643,8 +644,16 @@ def _validate_plant(cfg: StationConfig, bad: typing.Callable[[str, str], ConfigE
         raise bad("mqtt.station", f"{cfg.mqtt.station!r} must not contain /, + or #")
     if cfg.mqtt.password and not cfg.mqtt.username:
         raise bad("mqtt.password", "set mqtt.username too")
+    if cfg.mqtt.password and not cfg.mqtt.tls and not is_loopback(cfg.mqtt.host):
+        raise bad(
+            "mqtt.password",
+            f"mqtt.host = {cfg.mqtt.host!r} is reached over the network: the password would "
+            "travel in the clear, set mqtt.tls = true",
+        )
     if cfg.mqtt.ca_file and not cfg.mqtt.tls:
         raise bad("mqtt.ca_file", "is only used with mqtt.tls = true")
+    if cfg.mqtt.host and cfg.mqtt.ca_file and not Path(cfg.mqtt.ca_file).expanduser().is_file():
+        raise bad("mqtt.ca_file", f"{cfg.mqtt.ca_file} is not a file (the broker's CA certificate)")
     for section, bind in (("http", cfg.http.bind), ("opcua", cfg.opcua.bind)):
         if not bind.strip():
             raise bad(f"{section}.bind", "must name an address (127.0.0.1, 0.0.0.0, ...)")
@@ -662,6 +671,14 @@ def _validate_plant(cfg: StationConfig, bad: typing.Callable[[str, str], ConfigE
             "opcua.certificate",
             f"opcua.bind = {cfg.opcua.bind!r} is reachable from the network: passwords must not "
             "travel in the clear, set a certificate and key",
+        )
+    if cfg.opcua.port and not is_loopback(cfg.opcua.bind) and not cfg.opcua.trusted_clients:
+        # Without it any client certificate opens a channel, and a stranger guessing PINs
+        # would lock the station's users (admins too) out of the touchscreen as well.
+        raise bad(
+            "opcua.trusted_clients",
+            f"opcua.bind = {cfg.opcua.bind!r} is reachable from the network: name the folder of "
+            "the client certificates accepted",
         )
     if cfg.opcua.port and cfg.opcua.port == cfg.http.port:
         raise bad("opcua.port", f"{cfg.opcua.port} is http.port too")

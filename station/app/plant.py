@@ -48,6 +48,10 @@ class PlantControl:
             log.warning("OPC UA login of %r refused: %s", name, exc)
             return None
 
+    def logout(self, session: Session) -> None:
+        """The OPC UA session closed: end the station user's session (audited)."""
+        self.app.logout(session, reason="OPC UA session closed")
+
     def _session(self, session: Session | None) -> Session:
         # Not issued by this station: the app refuses it, and writes the refusal into the audit.
         return session or Session(ANONYMOUS, None, VIA_OPCUA)
@@ -65,7 +69,8 @@ class PlantControl:
                 "this line takes no software trigger (its camera runs free or on its own "
                 "trigger input)"
             )
-        self.trigger_hook()
+        part = self.trigger_hook()
+        self.app.access.record(s, "trigger", object=self.app.product, after=part)
 
     def acknowledge(self, session: Session | None, alarm: str) -> None:
         """Note that a person has seen an alarm (any logged-in role; audited). The alarm stays

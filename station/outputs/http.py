@@ -11,7 +11,8 @@ Metrics (counters since this run started; Prometheus handles the restarts):
 `on_commit`), so it equals the rows this run wrote into the database; the parts judged are the
 count of `inspection_latency_seconds` (frame arrival to verdict), judged but not yet written
 or never written (`results_unrecorded`) is the difference. Also `frames_dropped_total`,
-`bad_frames_total`, and read at each scrape: `results_unrecorded` (this shift), `drift_level`
+`bad_frames_total`, and read at each scrape: `failsafe_rejects_total` (parts the reject gate
+rejected without a verdict in time, this run), `results_unrecorded` (this shift), `drift_level`
 (0 none, 1 warning, 2 critical, -1 off), `station_state{state}`, `station_alarms`.
 """
 
@@ -26,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -48,8 +49,13 @@ class _Snapshot(Collector):
     def __init__(self, status: Callable[[], LineStatus]) -> None:
         self._status = status
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         st = self._status()
+        yield CounterMetricFamily(
+            "failsafe_rejects",
+            "Parts the reject gate rejected without a verdict in time (late, missing, refused)",
+            value=st.counters.failsafe_rejects,
+        )
         yield GaugeMetricFamily(
             "results_unrecorded",
             "Results of this shift that could not be recorded",
@@ -178,6 +184,7 @@ class HttpOutput:
                 "dropped": st.counters.dropped,
                 "unrecorded": st.counters.unrecorded,
                 "bad_frames": st.counters.bad_frames,
+                "failsafe_rejects": st.counters.failsafe_rejects,
                 "shift": st.counters.shift,
             },
             "drift": st.drift.level.value if st.drift is not None else None,

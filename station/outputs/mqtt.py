@@ -63,7 +63,7 @@ class MqttOutput(Worker):
     name = "mqtt"
 
     def __init__(self, cfg: MqttConfig, station: str, *, on_event: EventSink | None = None) -> None:
-        super().__init__()
+        super().__init__(on_failure=self._failed)
         self.cfg = cfg
         self.station = station
         self.topics = topics(cfg, station)
@@ -114,7 +114,10 @@ class MqttOutput(Worker):
     def alarm(self) -> str | None:
         """What the screen shows while MQTT is not delivering; None while it is."""
         parts = []
-        down = self.link.alarm
+        if self.error is not None or (self.started and not self.alive and not self.stopping):
+            why = f"{type(self.error).__name__}: {self.error}" if self.error else "ended"
+            parts.append(f"MQTT output stopped ({why}): nothing is sent ({self.waiting} waiting)")
+        down = self.link.alarm if not parts else None
         if down:
             parts.append(f"{down} ({self.waiting} messages waiting)")
         if self.overflowed:
@@ -136,6 +139,14 @@ class MqttOutput(Worker):
             self.drain(timeout)
         self.stop()
         return self.join(timeout + CONNECT_TIMEOUT_S)
+
+    @property
+    def started(self) -> bool:
+        """Whether `start()` has run (a thread not alive after it has ended)."""
+        return self._thread is not None
+
+    def _failed(self, worker: Worker, exc: BaseException) -> None:
+        self.link.failed(f"the MQTT thread ended: {type(exc).__name__}: {exc}")
 
     # -- the worker's thread -----------------------------------------------------------------
     def step(self) -> bool:
@@ -190,7 +201,12 @@ class MqttOutput(Worker):
         if self.cfg.username:
             client.username_pw_set(self.cfg.username, self.cfg.password or None)
         if self.cfg.tls:
-            client.tls_set(ca_certs=self.cfg.ca_file or None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            try:
+                client.tls_set(
+                    ca_certs=self.cfg.ca_file or None, tls_version=ssl.PROTOCOL_TLS_CLIENT
+                )
+            except (OSError, ssl.SSLError) as exc:  # ssl's message does not name the file
+                raise OSError(f"mqtt.ca_file {self.cfg.ca_file or '(system CAs)'}: {exc}") from exc
         client.will_set(self.topics["online"], b"offline", qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -199,11 +215,13 @@ class MqttOutput(Worker):
 
     def _connect(self) -> None:
         self._refused = None
-        client = self._new_client()
         try:
+            # tls_set reads the CA file here: a file gone since the config was read is a reason
+            # to retry with an alarm, not the end of the thread.
+            client = self._new_client()
             client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
-        except (OSError, ValueError, ssl.SSLError) as exc:
-            self._retry_later(str(exc) or type(exc).__name__)
+        except Exception as exc:
+            self._retry_later(f"{type(exc).__name__}: {exc}")
             return
         self._client = client
         self._connecting_since = time.monotonic()

@@ -5,8 +5,8 @@ Address space (namespace `urn:station:<station>`, string node ids, so a PLC prog
 them): `Station.State`, `.Reason`, `.Product`, `.ModelVersion`, `.Limit`;
 `Station.LastResult.PartId`, `.Verdict`, `.Score`, `.Limit`, `.Time`, `.Product`;
 `Station.Counters.Inspected`, `.Nok`, `.Check`, `.Dropped`, `.Unrecorded`, `.BadFrames`,
-`.Shift`; `Station.Alarms.Active`, `.Unacknowledged` (string arrays) and the method
-`Station.Alarms.Acknowledge(alarm)`; the methods `Station.SwitchProduct(product)` and
+`.FailsafeRejects`, `.Shift`; `Station.Alarms.Active`, `.Unacknowledged` (string arrays) and the
+method `Station.Alarms.Acknowledge(alarm)`; the methods `Station.SwitchProduct(product)` and
 `Station.Trigger()`.
 
 Who may do what: a client logs in with a station user's name and PIN (the user token's
@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -36,10 +37,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from asyncua import Server, ua
+from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.internal_server import InternalServer
-from asyncua.server.internal_session import InternalSession
+from asyncua.server.internal_session import InternalSession, SessionState
+from asyncua.server.uaprocessor import UaProcessor
 from asyncua.server.user_managers import UserManager
+from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
 
 from station.config import OpcuaConfig
 from station.core.errors import StationError
@@ -53,6 +58,11 @@ log = logging.getLogger(__name__)
 STATUS_EVERY_S = 0.25
 RESULTS_KEPT = 1000  # results waiting for the server's loop (it takes them within 0.1 s)
 _CALLER: contextvars.ContextVar[User | None] = contextvars.ContextVar("opcua_caller", default=None)
+# The PIN check done off the loop for the ActivateSession being processed: (name, pin, session).
+_CHECKED: contextvars.ContextVar[tuple[str, str, Any] | None] = contextvars.ContextVar(
+    "opcua_checked", default=None
+)
+_ACTIVATE = ua.NodeId(ua.ObjectIds.ActivateSessionRequest_Encoding_DefaultBinary)  # type: ignore[arg-type]
 
 
 class PlantActions(Protocol):
@@ -60,6 +70,8 @@ class PlantActions(Protocol):
     Each raises PermissionDenied or StationError with the reason when it refuses."""
 
     def login(self, name: str, password: str) -> Any | None: ...
+
+    def logout(self, session: Any) -> None: ...
 
     def switch_product(self, session: Any | None, product: str) -> None: ...
 
@@ -85,7 +97,11 @@ class _Users(UserManager):
         certificate: Any = None,
     ) -> User | None:  # fmt: skip
         if username:
-            session = self.actions.login(username, password or "")
+            checked = _CHECKED.get()
+            if checked is not None and checked[:2] == (username, password or ""):
+                session = checked[2]  # checked on a worker thread by _Processor
+            else:
+                session = self.actions.login(username, password or "")
             if session is None:
                 return None  # BadUserAccessDenied
             return _StationUser(role=UserRole.User, name=username, session=session)
@@ -95,7 +111,82 @@ class _Users(UserManager):
         return None
 
 
+class _Processor(UaProcessor):
+    """asyncua asks the user manager from its loop, synchronously; a PIN check is a slow hash
+    and a database write, so it is done first on a worker thread for each ActivateSession with
+    a user name (the other clients are not stalled meanwhile)."""
+
+    async def process_message(self, seqhdr: Any, body: Any) -> Any:
+        users = self.iserver.user_manager
+        checked = None
+        if isinstance(users, _Users) and self.session is not None:
+            try:
+                peek = body.copy()
+                if nodeid_from_binary(peek) == _ACTIVATE:
+                    struct_from_binary(ua.RequestHeader, peek)
+                    params = struct_from_binary(ua.ActivateSessionParameters, peek)
+                    token = params.UserIdentityToken
+                    if isinstance(token, ua.UserNameIdentityToken) and token.UserName:
+                        name, pin = self.iserver.decrypt_user_token(self.session, token)
+                        session = await asyncio.to_thread(users.actions.login, name, pin or "")
+                        checked = (name, pin or "", session)
+            except Exception:  # not decodable here: asyncua answers it as it would
+                log.debug("OPC UA: ActivateSession not checked ahead", exc_info=True)
+        token_ = _CHECKED.set(checked)
+        try:
+            return await super().process_message(seqhdr, body)
+        finally:
+            _CHECKED.reset(token_)
+
+
+class _Protocol(OPCUAProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.processor is not None:  # None: refused (too many connections)
+            self.processor = _Processor(self.iserver, self.transport, self.limits)
+            self.processor.set_policies(self.policies)
+
+
+class _Binary(BinaryServer):
+    def _make_protocol(self) -> OPCUAProtocol:
+        return _Protocol(
+            iserver=self.iserver, policies=self._policies, clients=self.clients,
+            closing_tasks=self.closing_tasks, limits=self.limits,
+        )  # fmt: skip
+
+
+class _Server(Server):
+    async def start(self) -> None:
+        """Server.start with the station's protocol (asyncua builds its own in there)."""
+        if self.iserver.certificate is not None:  # asyncua's warnings about the certificate
+            uacrypto.check_certificate(
+                self.iserver.certificate, self._application_uri, socket.gethostname()
+            )
+        await self._setup_server_nodes()
+        await self.iserver.start()
+        try:
+            address, port = self._get_bind_socket_info()
+            self.bserver = _Binary(self.iserver, address, port, self.limits)  # type: ignore[arg-type]
+            self.bserver.set_policies(self._policies)
+            await self.bserver.start()
+        except Exception:
+            await self.iserver.stop()
+            raise
+
+
 class _Session(InternalSession):
+    async def close_session(self, delete_subs: bool = True) -> None:
+        # The station user's session ends with the client's (closed, timed out): logged out,
+        # audited, not piling up in the app's sessions.
+        closing = self.state != SessionState.Closed
+        await super().close_session(delete_subs)
+        session, users = getattr(self.user, "session", None), self.iserver.user_manager
+        if closing and session is not None and isinstance(users, _Users):
+            try:
+                await asyncio.to_thread(users.actions.logout, session)
+            except Exception:
+                log.exception("OPC UA: the logout of %s failed", getattr(self.user, "name", "?"))
+
     async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
         # asyncua hands a method only its arguments: the caller travels in a context variable.
         token = _CALLER.set(self.user)
@@ -147,6 +238,9 @@ class OpcuaOutput:
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        # Set by close(): the server's thread may not have its loop yet (asyncua takes seconds
+        # to build), so it checks this too and never starts serving after a close.
+        self._closing = threading.Event()
         self.nodes: dict[str, Any] = {}
 
     # -- LineSink ----------------------------------------------------------------------------
@@ -180,6 +274,7 @@ class OpcuaOutput:
 
     def close(self, timeout: float = 3.0) -> bool:
         """Stop the server."""
+        self._closing.set()
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop has ended already
@@ -193,15 +288,15 @@ class OpcuaOutput:
         try:
             asyncio.run(self._main())
         except Exception as exc:
-            self.link.lost(f"{type(exc).__name__}: {exc}")
             log.exception("OPC UA server failed")
+            self.link.failed(f"the server ended: {type(exc).__name__}: {exc}")
         finally:
             self._ready.set()
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server = Server(iserver=_Internal(user_manager=_Users(self.actions, self.cfg.anonymous)))
+        server = _Server(iserver=_Internal(user_manager=_Users(self.actions, self.cfg.anonymous)))
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name(f"Inspection station {self.station}")
@@ -213,6 +308,8 @@ class OpcuaOutput:
         await self._security(server)
         idx = await server.register_namespace(self.namespace)
         await self._build(server, idx)
+        if self._closing.is_set():  # closed while the address space was built
+            return
         try:
             await server.start()
         except OSError as exc:
@@ -279,7 +376,8 @@ class OpcuaOutput:
             await var(last, f"Station.LastResult.{name}", 0.0, real)
         await var(last, "Station.LastResult.Time", _utc(0), ua.VariantType.DateTime)
         counters = await obj(station, "Station.Counters")
-        for name in ("Inspected", "Nok", "Check", "Dropped", "Unrecorded", "BadFrames"):
+        for name in ("Inspected", "Nok", "Check", "Dropped", "Unrecorded", "BadFrames",
+                     "FailsafeRejects"):  # fmt: skip
             await var(counters, f"Station.Counters.{name}", 0, count)
         await var(counters, "Station.Counters.Shift", "", text)
         alarms = await obj(station, "Station.Alarms")
@@ -301,7 +399,7 @@ class OpcuaOutput:
         assert self._stop is not None
         next_status = 0.0
         loop = asyncio.get_running_loop()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._closing.is_set():
             while self._results:
                 await self._write_result(self._results.popleft())
             if loop.time() >= next_status:
@@ -333,7 +431,8 @@ class OpcuaOutput:
         c = st.counters
         for name, value in (("Inspected", c.inspected), ("Nok", c.nok), ("Check", c.check),
                             ("Dropped", c.dropped), ("Unrecorded", c.unrecorded),
-                            ("BadFrames", c.bad_frames)):  # fmt: skip
+                            ("BadFrames", c.bad_frames),
+                            ("FailsafeRejects", c.failsafe_rejects)):  # fmt: skip
             await self._write(f"Station.Counters.{name}", int(value))
         await self._write("Station.Counters.Shift", c.shift)
         active = list(st.alarms)

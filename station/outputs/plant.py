@@ -127,6 +127,16 @@ class Link:
         log.info("%s", message)
         self._emit(StationEvent(kind=self.kind, message=message, data={"alarm": False, "up": True}))
 
+    def failed(self, why: str) -> None:
+        """The output's own thread has ended on an error: an event and an alarm every time
+        (unlike `lost`, also when the link was already down), never a silent death."""
+        with self._lock:
+            self._down, self._reported_down = why, True
+            self.losses += 1
+        message = f"{self.what}: {why}"
+        log.error("%s", message)
+        self._emit(StationEvent(kind=self.kind, message=message, data={"alarm": True, "up": False}))
+
     def _emit(self, event: StationEvent) -> None:
         if self._on_event is None:
             return

@@ -153,3 +153,21 @@ def test_a_taken_port_is_an_alarm_and_the_line_runs(
     with Database(db_path(tmp_path / "data"), create=False) as db:
         assert db.count_inspections() == 5
         assert len(db.query_events(kind="http")) == 1
+
+
+def test_failsafe_rejects_are_in_metrics_and_health() -> None:
+    from station.config import HttpConfig
+    from station.core.result import Counters, LineStatus, StationState
+    from station.outputs.http import HttpOutput
+
+    def status() -> LineStatus:
+        return LineStatus(StationState.RUNNING, counters=Counters(failsafe_rejects=3))
+
+    out = HttpOutput(HttpConfig(port=free_port()), status, dict)
+    out.start()
+    try:
+        base = f"http://127.0.0.1:{out.port}"
+        assert re.search(r"^failsafe_rejects_total 3\.0$", get(base + "/metrics")[1], re.M)
+        assert json.loads(get(base + "/health")[1])["counters"]["failsafe_rejects"] == 3
+    finally:
+        out.close()

@@ -203,3 +203,33 @@ def test_a_full_buffer_drops_the_oldest_counted_and_sends_the_rest(mosquitto: Mo
         assert [e.data["up"] for e in events] == [True]
     finally:
         sub.close()
+
+
+def test_an_error_in_the_mqtt_thread_is_an_alarm_and_the_thread_lives(tmp_path: Path) -> None:
+    """A CA file removed after the config was read: tls_set raises in the thread."""
+    events: list[StationEvent] = []
+    gone = tmp_path / "ca.pem"
+    cfg = MqttConfig(host="127.0.0.1", port=free_port(), tls=True, ca_file=str(gone))
+    out = MqttOutput(cfg, "b", on_event=events.append)
+    out.start()
+    try:
+        wait_until(lambda: out.alarm is not None, 10, "the alarm")
+        assert str(gone) in (out.alarm or "") and out.alive
+        assert len(events) == 1 and str(gone) in events[0].message
+    finally:
+        assert out.close(1.0)
+
+
+class _Broken(MqttOutput):
+    def step(self) -> bool:
+        raise RuntimeError("boom")
+
+
+def test_a_dead_mqtt_thread_is_an_alarm_and_an_event() -> None:
+    """A fake fault (step raises): no real fault left that ends the thread."""
+    events: list[StationEvent] = []
+    out = _Broken(MqttConfig(host="127.0.0.1"), "b", on_event=events.append)
+    out.start()
+    assert out.join(5)
+    assert out.alarm is not None and "MQTT output stopped (RuntimeError: boom)" in out.alarm
+    assert [e.data["alarm"] for e in events] == [True] and "boom" in events[0].message

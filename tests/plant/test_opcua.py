@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from asyncua import Client, ua
 from conftest import free_port
+from test_line_io import POLL_S, PlcSim, coil_reject
 from test_pipeline import line_config, wait_until
 
 from station.app import StationApp
-from station.config import StationConfig
+from station.config import PlcConfig, StationConfig
 from station.model.patchcore import PatchCore
 from station.records import Database, db_path
 
@@ -153,11 +154,14 @@ def test_methods_act_as_the_station_user_with_its_role_and_audit(
     assert asyncio.run(call("olga", "1234", "Acknowledge", "no model")) == "ok"
     assert asyncio.run(refused()) != "connected"  # anonymous: off by default
     assert asyncio.run(refused("tess", "0000")) != "connected"
-    audit = [
-        (r.user, r.action, r.object, r.via)
-        for r in station.audit_rows(station.shell_session())
-        if r.via == "opcua"
-    ]
+
+    def opcua_audit() -> list[tuple[str, str, str, str]]:
+        rows = station.audit_rows(station.shell_session())
+        return [(r.user, r.action, r.object, r.via) for r in rows if r.via == "opcua"]
+
+    # Each client's session is logged out when it closes (audited).
+    wait_until(lambda: opcua_audit().count(("olga", "logout", "", "opcua")) == 3, 10, "logouts")
+    audit = opcua_audit()
     assert ("olga", "denied", "other", "opcua") in audit
     assert ("tess", "product_switch", "other", "opcua") in audit
     assert ("olga", "alarm_acknowledge", "no model", "opcua") in audit
@@ -194,3 +198,46 @@ def test_anonymous_reads_when_allowed_but_never_calls(
             return state, "ok"
 
     assert asyncio.run(scenario()) == ("running", "BadUserAccessDenied")
+
+
+def test_an_opcua_trigger_inspects_one_part_recorded_and_audited(
+    demo_product: Path,
+    demo_patchcore: PatchCore,
+    station_factory: Callable[..., StationApp],
+    tmp_path: Path,
+) -> None:
+    """plc.trigger = true with a real pymodbus PLC that never triggers itself: the part comes
+    from the OPC UA Trigger alone."""
+    plc = PlcSim().start()
+    try:
+        port = free_port()
+        cfg = dataclasses.replace(
+            opcua_config(line_config(demo_product, fps=0.0), port),
+            reject=coil_reject(plc.port),
+            plc=PlcConfig(host="127.0.0.1", port=plc.port, poll_s=POLL_S, trigger=True),
+        )
+        station = station_factory(cfg, model=demo_patchcore)
+        add_users(station)
+        station.start()
+        assert station.plant.opcua.ready(30)
+        wait_until(lambda: station.line.state.value == "running", 30, "running")
+
+        async def trigger() -> None:
+            async with client(port, "olga", "1234") as c:
+                idx = await c.get_namespace_index(NS)
+                await (await node(c, "Station")).call_method(ua.NodeId("Station.Trigger", idx))
+
+        asyncio.run(trigger())
+
+        def rows() -> list[Any]:
+            with Database(db_path(tmp_path / "data"), create=False) as db:
+                return list(db.query_inspections())
+
+        wait_until(lambda: len(rows()) == 1, 20, "the part's row")
+        gate = station.gate
+        assert gate is not None and gate.counters().parts == 1 and gate.counters().failsafe == 0
+        audit = [r for r in station.audit_rows(station.shell_session()) if r.action == "trigger"]
+        assert [(r.user, r.object, r.via) for r in audit] == [("olga", "demo", "opcua")]
+        assert audit[0].after == "1"  # the part's number at the gate
+    finally:
+        plc.stop()

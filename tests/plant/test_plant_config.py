@@ -15,11 +15,23 @@ from station.config import ConfigError, StationConfig, is_loopback, load_config,
     [
         ('[opcua]\nport = 4840\nbind = "0.0.0.0"\n', r"opcua.certificate: opcua.bind = '0.0.0.0'"),
         ('[opcua]\ncertificate = "c.der"\n', "set opcua.certificate and opcua.private_key"),
+        (
+            '[opcua]\nport = 4840\nbind = "0.0.0.0"\ncertificate = "c"\nprivate_key = "k"\n',
+            r"opcua.trusted_clients: opcua.bind = '0.0.0.0' is reachable from the network",
+        ),
         ('[mqtt]\nhost = "b"\nprefix = "a/#"\n', "mqtt.prefix: 'a/#' must be a topic level"),
         ('[mqtt]\nhost = "b"\nstation = "a/b"\n', "mqtt.station: 'a/b' must not contain"),
         ("[mqtt]\nport = 0\n", r"mqtt.port: 0 is out of range"),
+        (
+            '[mqtt]\nhost = "10.0.0.5"\nusername = "u"\npassword = "p"\n',
+            r"mqtt.password: mqtt.host = '10.0.0.5' is reached over the network",
+        ),
         ("[http]\nport = 70000\n", r"http.port: 70000 is out of range"),
         ('[mqtt]\nhots = "b"\n', "unknown key 'hots' \\(did you mean 'host'"),
+        (
+            '[mqtt]\nhost = "b"\ntls = true\nca_file = "gone.pem"\n',
+            r"mqtt.ca_file: \S*gone.pem is not a file",
+        ),
     ],
 )
 def test_bad_plant_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
