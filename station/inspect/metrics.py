@@ -102,8 +102,11 @@ def aupro(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_limit: fl
     pro = np.cumsum(weights[order]) / n_regions
     # Only the last pixel of a run of equal scores is a real threshold.
     last = np.r_[s[1:] != s[:-1], True]
-    fpr = np.r_[0.0, fpr[last]]
-    pro = np.r_[0.0, pro[last]]
+    return pro_area(np.r_[0.0, fpr[last]], np.r_[0.0, pro[last]], fpr_limit)
+
+
+def pro_area(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
+    """Area under a PRO curve (rising FPR, from 0) up to `fpr_limit`, normalised to [0, 1]."""
     if fpr[-1] < fpr_limit:
         fpr = np.r_[fpr, fpr_limit]
         pro = np.r_[pro, pro[-1]]

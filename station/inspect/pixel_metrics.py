@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from station.inspect.metrics import pro_area
+
 BINS = 1 << 16  # 65536: on the sets here the AUROC error bound stays below 1e-4
 
 
@@ -113,15 +115,7 @@ class PixelMetrics:
         # From the highest bin down: each bin's lower edge is a threshold.
         fpr = np.r_[0.0, np.cumsum(self.background[::-1]) / n_bg]
         pro = np.r_[0.0, np.cumsum(self.region_weight[::-1]) / self.regions]
-        limit = self.fpr_limit
-        if fpr[-1] < limit:
-            fpr, pro = np.r_[fpr, limit], np.r_[pro, pro[-1]]
-        cut = int(np.searchsorted(fpr, limit, side="right"))
-        f, p = fpr[:cut], pro[:cut]
-        if f[-1] < limit:
-            p_end = np.interp(limit, fpr[cut - 1 : cut + 1], pro[cut - 1 : cut + 1])
-            f, p = np.r_[f, limit], np.r_[p, p_end]
-        return float(np.trapezoid(p, f) / limit)
+        return pro_area(fpr, pro, self.fpr_limit)
 
 
 def _merge(h: np.ndarray) -> np.ndarray:

@@ -67,6 +67,14 @@ class OutputDriver(Protocol):
         ...
 
 
+def switch_off(driver: OutputDriver) -> None:
+    """Best effort before a driver lets go: an output left on would reject every part after."""
+    try:
+        driver.set(False)
+    except OutputError as exc:
+        log.warning("%s", exc)
+
+
 class NoOutput:
     """`reject.output = "none"`: decisions are timed and counted, nothing is driven (the PLC
     handshake may be the only consumer)."""
@@ -125,10 +133,7 @@ class ModbusCoil:
         """Coil off if still reachable, then disconnect."""
         if self._client is None:
             return
-        try:
-            self.set(False)
-        except OutputError as exc:
-            log.warning("%s", exc)
+        switch_off(self)
         self._client.close()
         self._client = None
 
@@ -210,10 +215,7 @@ class GpiodLine:
         """Line off and released."""
         if self._request is None:
             return
-        try:
-            self.set(False)
-        except OutputError as exc:
-            log.warning("%s", exc)
+        switch_off(self)
         self._request.release()
         self._request = None
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 
 from station.demo_product import generate_demo_product
@@ -40,7 +41,13 @@ def _peak_mb(*args: str) -> int:
 def test_fit_and_evaluate_of_200_long_strips_stay_under_the_bounds(tmp_path: Path) -> None:
     data = tmp_path / "strips"
     # 200 good strips to fit on; 190 test strips (98 good, 23 of each of the 4 defect types).
-    generate_demo_product(data, n_train=200, n_test_good=98, n_per_defect=23, size=(500, 1260))
+    # The demo parts are at most 2:1, so each is widened to 1260 px by repeating its last
+    # column (the masks by zeros): the size and the tiling of a long strip, no new content.
+    generate_demo_product(data, n_train=200, n_test_good=98, n_per_defect=23, size=(500, 1000))
+    for f in data.rglob("*.png"):
+        a = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        border = cv2.BORDER_CONSTANT if "ground_truth" in f.parts else cv2.BORDER_REPLICATE
+        cv2.imwrite(str(f), cv2.copyMakeBorder(a, 0, 0, 0, 260, border, value=0))
     model = tmp_path / "model"
     fit_mb = _peak_mb("fit", "--data", str(data), "--out", str(model), "--quiet")
     report = tmp_path / "evaluate.json"
@@ -48,6 +55,7 @@ def test_fit_and_evaluate_of_200_long_strips_stay_under_the_bounds(tmp_path: Pat
         "evaluate", "--model", str(model), "--data", str(data), "--json", str(report), "--quiet"
     )
     result = json.loads(report.read_text())
+    assert cv2.imread(str(next((data / "test" / "good").iterdir()))).shape[:2] == (500, 1260)
     print(f"fit peak {fit_mb} MB, evaluate peak {eval_mb} MB, image AUROC {result['image_auroc']}")
     assert result["n_good"] + result["n_defect"] == 190
     assert fit_mb <= FIT_BOUND_MB, f"fit peaked at {fit_mb} MB"
