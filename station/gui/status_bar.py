@@ -41,12 +41,18 @@ def status_texts(status: LineStatus) -> dict[str, str]:
     }
 
 
+ALARM_CHARS = 34  # of the first alarm shown in the bar; the whole text is in its tooltip
+
+
 def alarm_text(alarms: tuple[str, ...]) -> str:
     """The first active alarm and how many more; empty without any."""
     if not alarms:
         return ""
     more = f" (+{len(alarms) - 1} more)" if len(alarms) > 1 else ""
-    return f"\u26a0 {alarms[0]}{more}"
+    first = alarms[0]
+    if len(first) > ALARM_CHARS:  # the count must stay visible: the label clips on the right
+        first = first[: ALARM_CHARS - 1].rstrip() + "\u2026"
+    return f"\u26a0 {first}{more}"
 
 
 class StatusBar(QFrame):
@@ -83,6 +89,9 @@ class StatusBar(QFrame):
         changed = False
         for key, text in status_texts(status).items():
             changed |= self._set(key, text)
+        tip = "\n".join(status.alarms)
+        if self.items["alarm"].toolTip() != tip:
+            self.items["alarm"].setToolTip(tip)
         low = status.disk_free_mb is not None and status.disk_free_mb < LOW_DISK_MB
         if low != self._low_disk:
             self._low_disk = low
