@@ -407,29 +407,32 @@ def apply_features(
 
 def _configure_trigger(node_map: Any, trigger: str, device: str, source: str = "Line0") -> None:
     where = "camera.genicam.trigger"
-    if trigger == "hardware":
-        for needed in ("TriggerMode", "TriggerSource"):
-            if _resolve(node_map, needed) is None:
+    if trigger in ("hardware", "software"):
+        needed, so = {
+            "hardware": (
+                ("TriggerMode", "TriggerSource"),
+                "cannot wait for a trigger input (set trigger = 'off' or 'software')",
+            ),
+            "software": (
+                ("TriggerMode", "TriggerSource", "TriggerSoftware"),
+                "can only run free (set trigger = 'off')",
+            ),
+        }[trigger]
+        for name in needed:
+            if _resolve(node_map, name) is None:
                 raise CameraError(
-                    f"{where} = 'hardware': device {device} has no {needed} feature, so it "
-                    "cannot wait for a trigger input (set trigger = 'off' or 'software')"
+                    f"{where} = '{trigger}': device {device} has no {name} feature, so it {so}"
                 )
         _try_set(node_map, "TriggerSelector", "FrameStart")
         set_feature(node_map, "TriggerMode", "On", where=where, device=device)
-        set_feature(
-            node_map, "TriggerSource", source, where="camera.genicam.trigger_source", device=device
-        )
-        _try_set(node_map, "TriggerActivation", "RisingEdge")
-    elif trigger == "software":
-        for needed in ("TriggerMode", "TriggerSource", "TriggerSoftware"):
-            if _resolve(node_map, needed) is None:
-                raise CameraError(
-                    f"{where} = 'software': device {device} has no {needed} feature, so it can "
-                    "only run free (set trigger = 'off')"
-                )
-        _try_set(node_map, "TriggerSelector", "FrameStart")
-        set_feature(node_map, "TriggerMode", "On", where=where, device=device)
-        set_feature(node_map, "TriggerSource", "Software", where=where, device=device)
+        if trigger == "hardware":
+            set_feature(
+                node_map, "TriggerSource", source,
+                where="camera.genicam.trigger_source", device=device,
+            )  # fmt: skip
+            _try_set(node_map, "TriggerActivation", "RisingEdge")
+        else:
+            set_feature(node_map, "TriggerSource", "Software", where=where, device=device)
     elif trigger == "off":
         _try_set(node_map, "TriggerSelector", "FrameStart")
         mode = describe_feature(node_map, "TriggerMode")

@@ -9,6 +9,7 @@ defect keeps its resolution instead of being squeezed.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -75,13 +76,24 @@ class Prepared:
 
     def valid_patches(self) -> np.ndarray:
         """Bool T x g x g: patch cells whose centre lies on the image, not on padding."""
-        size = self.batch.shape[-1]
-        g = size // STRIDE
-        centres = np.arange(g) * STRIDE + STRIDE / 2
-        out = np.zeros((len(self.tiles), g, g), dtype=bool)
-        for i, t in enumerate(self.tiles):
-            out[i] = (centres[:, None] < t.valid_h) & (centres[None, :] < t.valid_w)
-        return out
+        return valid_patch_mask(self.tiles, self.batch.shape[-1])
+
+
+def valid_patch_mask(tiles: Sequence[Tile], size: int) -> np.ndarray:
+    """Bool T x g x g for tiles of a `size` px input: patch centres on the image."""
+    g = size // STRIDE
+    centres = np.arange(g) * STRIDE + STRIDE / 2
+    out = np.zeros((len(tiles), g, g), dtype=bool)
+    for i, t in enumerate(tiles):
+        out[i] = (centres[:, None] < t.valid_h) & (centres[None, :] < t.valid_w)
+    return out
+
+
+def valid_patch_count(height: int, width: int, pre: Preprocessing) -> int:
+    """The patches on the image (bank rows) that `prepare` gives a part of this size, from the
+    tiling alone: no pixel is touched."""
+    tiles = plan_tiles(height, width, pre.image_size, pre.tile_aspect, pre.scale, pre.max_tiles)
+    return int(valid_patch_mask(tiles, pre.image_size).sum())
 
 
 def pixel_max_for(images_max: float) -> float:

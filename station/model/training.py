@@ -28,7 +28,13 @@ from station.model.backbones import LoadedBackbone, load_backbone
 from station.model.extractor import FeatureExtractor
 from station.model.memory_bank import MemoryBank, hierarchical_coreset
 from station.model.patchcore import extract_features, score_features, valid_patch_features
-from station.model.preprocess import Prepared, Preprocessing, pixel_max_for, prepare
+from station.model.preprocess import (
+    Prepared,
+    Preprocessing,
+    pixel_max_for,
+    prepare,
+    valid_patch_count,
+)
 from station.model.signing import Signer, Trust
 from station.runtime.base import Runtime
 
@@ -174,12 +180,6 @@ def _shape_summary(shapes: Sequence[tuple[int, ...]]) -> dict[str, Any]:
 FEATURE_BATCH_TILES = 8  # tiles per runtime call while fitting
 
 
-def _valid_rows(image: np.ndarray, pre: Preprocessing) -> int:
-    """Bank rows an image gives: its patches on the image (the tiling does not depend on the
-    full scale, which is only known once every image has been read)."""
-    return int(prepare(image, pre).valid_patches().sum())
-
-
 def stream_features(
     runtime: Runtime,
     images: Sequence[Path],
@@ -267,7 +267,8 @@ def fit(
     for i, path in enumerate(images):
         step("reading", i, len(images))
         a = read_image(path)
-        stats.append((float(a.max()), a.ndim == 3, a.shape, _valid_rows(a, pre)))
+        n = valid_patch_count(a.shape[0], a.shape[1], pre)
+        stats.append((float(a.max()), a.ndim == 3, a.shape, n))
     step("reading", len(images), len(images))
     pixel_max = pixel_max_for(max(x[0] for x in stats))
     pre = dataclasses.replace(pre, pixel_max=pixel_max, color=any(x[1] for x in stats))
@@ -410,7 +411,8 @@ def update_bank(
     counts = []
     for i, path in enumerate(images):
         step("reading", i, len(images))
-        counts.append(_valid_rows(read_image(path), m.preprocessing))
+        shape = read_image(path).shape
+        counts.append(valid_patch_count(shape[0], shape[1], m.preprocessing))
     bank_idx, cal_idx = split_calibration(len(images), cfg.seed)
     rt = OnnxRuntime(artifact.onnx_model, threads=cfg.threads)
     try:
