@@ -87,8 +87,15 @@ class StatusBar(QFrame):
     def set_status(self, status: LineStatus) -> bool:
         """Show the line's snapshot; True when an item changed (unchanged ones are not touched)."""
         changed = False
-        for key, text in status_texts(status).items():
+        texts = status_texts(status)
+        for key, text in texts.items():
             changed |= self._set(key, text)
+        # Without an alarm its label leaves the row, so camera and model are not cut for room
+        # that stays empty.
+        alarm = self.items["alarm"]
+        if alarm.isVisibleTo(self) != bool(texts["alarm"]):
+            alarm.setVisible(bool(texts["alarm"]))
+            changed = True
         tip = "\n".join(status.alarms)
         if self.items["alarm"].toolTip() != tip:
             self.items["alarm"].setToolTip(tip)

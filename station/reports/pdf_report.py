@@ -373,8 +373,9 @@ def _audit(data: ShiftData) -> list[Flowable]:
         rows.append([_t(a.time), f"{a.user} ({a.role})", a.action, a.object, change, a.reason])
     widths = [16 * mm, 30 * mm, 24 * mm, 42 * mm, 40 * mm, WIDTH - 152 * mm]
     logins = len(data.audit) - len(changes)
+    unlisted = "1 log-in or log-out is" if logins == 1 else f"{logins} log-ins and log-outs are"
     return [*out, _table(rows, widths),
-            Paragraph(f"{logins} log-ins and log-outs are not listed.", SMALL)]  # fmt: skip
+            Paragraph(f"{unlisted} not listed.", SMALL)]  # fmt: skip
 
 
 def build_pdf(data: ShiftData, data_dir: str | Path) -> bytes:
