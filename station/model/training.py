@@ -177,6 +177,71 @@ def _shape_summary(shapes: Sequence[tuple[int, ...]]) -> dict[str, Any]:
     return {"min_hw": [min(hs), min(ws)], "max_hw": [max(hs), max(ws)], "channels": channels}
 
 
+def survey_images(
+    images: Sequence[Path], pre: Preprocessing, step: Callable[[str, int, int], None]
+) -> tuple[Preprocessing, dict[str, Any], list[int]]:
+    """fit's first pass: what the preprocessing needs from the whole set (full scale, colour),
+    the set's shapes, and how many bank rows each image gives.
+
+    No image is kept (the second pass reads them again: 200 long strips held at once, with
+    their tiles and features, took 8.6 GB)."""
+    stats = []
+    for i, path in enumerate(images):
+        step("reading", i, len(images))
+        a = read_image(path)
+        n = valid_patch_count(a.shape[0], a.shape[1], pre)
+        stats.append((float(a.max()), a.ndim == 3, a.shape, n))
+    step("reading", len(images), len(images))
+    pixel_max = pixel_max_for(max(x[0] for x in stats))
+    pre = dataclasses.replace(pre, pixel_max=pixel_max, color=any(x[1] for x in stats))
+    return pre, _shape_summary([x[2] for x in stats]), [x[3] for x in stats]
+
+
+def bank_rows_for(n_patches: int, cfg: ModelConfig) -> int:
+    """The bank size a fit on `n_patches` patches gets: the coreset ratio, capped."""
+    return min(cfg.max_bank, max(1, math.ceil(cfg.coreset_ratio * n_patches)))
+
+
+def select_bank(
+    rows: np.ndarray,
+    k: int,
+    cfg: ModelConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """The sorted rows of a k-row coreset (sorted: the bank keeps the images' order)."""
+    return np.sort(
+        hierarchical_coreset(
+            rows, k, projection=cfg.coreset_projection, seed=cfg.seed, progress=progress
+        )
+    )
+
+
+def merge_bank(
+    old: np.ndarray,
+    old_images: int,
+    old_ratio: float,
+    new: np.ndarray,
+    new_images: int,
+    cfg: ModelConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """update-bank's bank: one coreset over the old bank and the new parts' patches, sized as
+    if all the parts had been fitted together (capped by `cfg.max_bank`).
+
+    The original fit's patch count is not stored: the new parts' patches per image stand in.
+    Measured on magnetic_tile against a full fit on all of it (`station bench-update-bank
+    --seeds 3`: a random half, then the other half): image AUROC 0.9347 against 0.9351, false
+    rejects at a 5 % miss rate 0.251 against 0.247, in 16 s against 29 s. Giving the old bank
+    and the new patches each their share instead measured worse (0.923 against 0.928 on one
+    split, and five times the time).
+    """
+    per_image = len(new) / max(1, new_images)
+    total_patches = per_image * old_images + len(new)
+    k = min(cfg.max_bank, max(len(old), math.ceil(old_ratio * total_patches)))
+    union = np.concatenate([old, new])
+    return union[select_bank(union, k, cfg, progress)]
+
+
 FEATURE_BATCH_TILES = 8  # tiles per runtime call while fitting
 
 
@@ -260,22 +325,9 @@ def fit(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     fx, pre, bb = build_extractor(cfg)
-    # First pass: what the preprocessing needs from the whole set (full scale, colour), and
-    # how many bank rows each image gives; no image is kept (the second pass reads them again:
-    # 200 long strips held at once, with their tiles and features, took 8.6 GB).
-    stats = []
-    for i, path in enumerate(images):
-        step("reading", i, len(images))
-        a = read_image(path)
-        n = valid_patch_count(a.shape[0], a.shape[1], pre)
-        stats.append((float(a.max()), a.ndim == 3, a.shape, n))
-    step("reading", len(images), len(images))
-    pixel_max = pixel_max_for(max(x[0] for x in stats))
-    pre = dataclasses.replace(pre, pixel_max=pixel_max, color=any(x[1] for x in stats))
-    shape = _shape_summary([x[2] for x in stats])
+    pre, shape, counts = survey_images(images, pre, step)
     bank_idx, cal_idx = split_calibration(len(images), cfg.seed, holdout)
-    n_rows = [stats[i][3] for i in bank_idx]
-    del stats
+    n_rows = [counts[i] for i in bank_idx]
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_file = export_onnx(fx, pre.image_size, Path(tmp) / "fx.onnx")
@@ -293,7 +345,6 @@ def fit(
         rows, starts, held = stream_features(rt, images, pre, bank_idx, n_rows, _features)
         bar.close()
         per_image = [rows[a:b] for a, b in itertools.pairwise(starts)]
-        k = min(cfg.max_bank, max(1, math.ceil(cfg.coreset_ratio * len(rows))))
         bar = tqdm(total=1, desc="coreset", disable=not progress)
 
         def _coreset_progress(done: int, total: int) -> None:
@@ -302,15 +353,7 @@ def fit(
             bar.refresh()
             step("coreset", done, total)
 
-        sel = np.sort(
-            hierarchical_coreset(
-                rows,
-                k,
-                projection=cfg.coreset_projection,
-                seed=cfg.seed,
-                progress=_coreset_progress,
-            )
-        )
+        sel = select_bank(rows, bank_rows_for(len(rows), cfg), cfg, _coreset_progress)
         bar.close()
         bank = rows[sel]
         memory = MemoryBank(bank, threads=cfg.threads)
@@ -428,22 +471,13 @@ def update_bank(
     if len(new) == 0:
         new = np.zeros((0, artifact.bank.shape[1]), np.float32)
     n_new = len(new)
-    # The original fit's patch count is not stored: the new parts' patches per image stand in.
-    per_image = n_new / max(1, len(bank_idx))
-    total_patches = per_image * m.n_train + n_new
-    k = min(cfg.max_bank, max(m.bank_size, math.ceil(m.coreset_ratio * total_patches)))
-    union = np.concatenate([artifact.bank, new])
 
     def _coreset_progress(done: int, total: int) -> None:
         step("coreset", done, total)
 
-    # One coreset over the old bank and the new patches. Measured on magnetic_tile (half, then
-    # the other half) against giving each side its share of the bank: image AUROC 0.928 vs
-    # 0.923, and a fifth of the time.
-    sel = hierarchical_coreset(
-        union, k, projection=cfg.coreset_projection, seed=cfg.seed, progress=_coreset_progress
+    bank = merge_bank(
+        artifact.bank, m.n_train, m.coreset_ratio, new, len(bank_idx), cfg, _coreset_progress
     )
-    bank = union[np.sort(sel)]
     memory = MemoryBank(bank, threads=cfg.threads)
     cal_scores = []
     for j, i in enumerate(cal_idx):
