@@ -4,6 +4,7 @@ leave-one-out scores of training images, and a bank updated with new good parts.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -111,3 +112,48 @@ def test_update_bank_adds_new_good_parts_without_a_refit(
         old.close()
         new.close()
     assert after < before
+
+
+def test_bench_update_bank_scores_full_fits_and_updates_per_seed(
+    demo_product: Path, small_cfg: ModelConfig, tmp_path: Path
+) -> None:
+    """`station bench-update-bank`: one full fit and one half fit + update per seed, each scored
+    on the test set; the means, their difference and the full fits' spread agree with the
+    trials."""
+    from station.app.bank_study import study_update
+
+    lines: list[str] = []
+    r = study_update(demo_product, small_cfg, [0, 1], 0.005, lines.append)
+    trials = r["trials"]
+    assert [(t["seed"], t["variant"]) for t in trials] == [
+        (0, "full"), (0, "update"), (1, "full"), (1, "update"),
+    ]  # fmt: skip
+    for t in trials:  # well above chance even at 96 px on 40 parts
+        assert 0.65 < t["image_auroc"] <= 1.0 and 0 <= t["fpr"] <= 1 and t["seconds"] > 0
+    # The update's bank is sized as if all parts were fitted together: as large as the full fit's.
+    for full, upd in zip(trials[::2], trials[1::2], strict=True):
+        assert abs(upd["bank_size"] - full["bank_size"]) <= 0.1 * full["bank_size"]
+    full_auroc = [t["image_auroc"] for t in trials if t["variant"] == "full"]
+    assert r["mean"]["full"]["image_auroc"] == pytest.approx(np.mean(full_auroc), abs=1e-4)
+    assert r["difference"]["fpr"] == pytest.approx(
+        r["mean"]["update"]["fpr"] - r["mean"]["full"]["fpr"], abs=1e-4
+    )
+    full_fpr = [t["fpr"] for t in trials if t["variant"] == "full"]
+    assert r["full_fpr_spread"] == pytest.approx(max(full_fpr) - min(full_fpr), abs=1e-4)
+    assert len([x for x in lines if x.startswith("seed ")]) == 4
+
+
+def test_bench_update_bank_command(
+    demo_product: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from station.cli import main
+
+    assert main(["bench-update-bank", "--data", str(demo_product), "--seeds", "0"]) == 1
+    assert "--seeds 0: at least 1" in capsys.readouterr().err
+    cfg = tmp_path / "small.toml"
+    cfg.write_text("[model]\nimage_size = 96\n")
+    out = tmp_path / "study.json"
+    argv = ["bench-update-bank", "--data", str(demo_product), "--seeds", "1", "--config", str(cfg)]
+    assert main([*argv, "--json", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["seeds"] == [0] and {t["variant"] for t in saved["trials"]} == {"full", "update"}
