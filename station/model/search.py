@@ -208,6 +208,7 @@ class GraphIndex:
         import onnxruntime as ort
 
         from station.runtime.knn_graph import knn_onnx_model
+        from station.runtime.onnx_runtime import ALLOW_SPINNING
 
         self.plan = SearchPlan("graph")
         self.distances = 0
@@ -218,6 +219,7 @@ class GraphIndex:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
+        opts.add_session_config_entry(ALLOW_SPINNING, "0")  # as the extractor's session
         model = knn_onnx_model(bank, k).SerializeToString()
         self._session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 

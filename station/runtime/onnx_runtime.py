@@ -9,6 +9,8 @@ import numpy as np
 from station.core.errors import ModelError, RuntimeUnavailable
 from station.runtime.base import RuntimeKind
 
+ALLOW_SPINNING = "session.intra_op.allow_spinning"
+
 
 class OnnxRuntime:
     """ONNX Runtime with full graph optimisation (conv+BN fusion, layout transforms)."""
@@ -25,6 +27,11 @@ class OnnxRuntime:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
+        # ONNX Runtime's threads spin after every run by default, waiting for the next one; on
+        # a few cores they take the cores the kNN search and the screen need between frames.
+        # magnetic_tile, 40,000-row bank, HNSW, 2 cores: p50 87 -> 45 ms a part, backbone 40
+        # -> 17 ms, kNN 42 -> 21 ms (with OMP_WAIT_POLICY=PASSIVE, station/__init__.py).
+        opts.add_session_config_entry(ALLOW_SPINNING, "0")
         try:
             self.session = ort.InferenceSession(
                 onnx_path if isinstance(onnx_path, bytes) else str(onnx_path),
