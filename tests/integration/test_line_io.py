@@ -447,8 +447,15 @@ def test_stalled_inspection_parts_are_rejected_fail_safe(
     wait_until(lambda: station.gate is not None and station.gate.counters().late >= 1, 10, "late")
     station.stop()
     counters = station.gate.counters()
-    # Every rejected decision was one pulse; the late result added none.
-    assert len(plc.rising_edges(0)) == counters.rejected + counters.failsafe
+    assert sum(d.reject for d in decisions) == counters.rejected + counters.failsafe
+    # Every rejected decision was driven and the late result added none: one pulse for each run
+    # of overlapping reject windows (two fail-safe deadlines a moment apart, at the stop for
+    # example, hold the output on once, by design).
+    delay, width = station.gate.cfg.delay_s, station.gate.cfg.pulse_s
+    starts = sorted(max(d.decided_at, d.trigger_at + delay) for d in decisions if d.reject)
+    runs = [s for i, s in enumerate(starts) if i == 0 or s > starts[i - 1] + width]
+    assert len(plc.rising_edges(0)) == counters.pulses == len(runs)
+    assert counters.missed == 0
     db = Database(db_path(tmp_path / "data"))
     try:
         events = db.query_events(kind="reject")
