@@ -89,14 +89,16 @@ def test_a_new_product_from_collection_to_the_running_line(
     setup = app.setup(tom, "plate")
     assert setup.cfg.camera.replay.path == str(plate_folder / "train" / "good")
 
-    # Camera check and collection from the live (replay) camera.
+    # Camera check and collection from the live (replay) camera. The replay plays its 80 parts
+    # once, at full rate: collecting starts before the camera does, or the parts that stream by
+    # while the check is read are never offered (CI lost more than 20 that way).
+    setup.collector.target = 60
+    setup.collect("good")
     setup.open_camera()
     wait_until(lambda: setup.camera is not None and setup.camera.latest() is not None, 30, "frames")
     _, report = setup.camera.latest()
     assert report.frame.focus > 0 and report.frame.histogram.sum() > 0
     assert 0 < report.frame.uniformity <= 1 and report.frames >= 1
-    setup.collector.target = 60
-    setup.collect("good")
     wait_until(lambda: setup.collector.count("good") >= 60, 120, "60 good parts")
     setup.close_camera()
     assert setup.collector.count("good") == 60
