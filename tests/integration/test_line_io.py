@@ -572,6 +572,22 @@ def test_opcua_variable_pulses_equal_the_records(
 
 
 # -- GenICam output and trigger, gpiod -----------------------------------------------------------
+def _output_node_map() -> Any:
+    """The simulator's node map with the SFNC digital-I/O features it lacks: Line0 an input,
+    Line1 an output that UserOutput1 drives."""
+    from test_genicam import _triggerable
+
+    nm = _triggerable()
+    nm.add("LineSelector", "enumeration", "Line0", choices=("Line0", "Line1"))
+    nm.add("LineMode", "enumeration", "Input", choices=("Input", "Output"))
+    nm.add("LineSource", "enumeration", "Off", choices=("Off", "UserOutput1"))
+    nm.add(
+        "UserOutputSelector", "enumeration", "UserOutput0", choices=("UserOutput0", "UserOutput1")
+    )
+    nm.add("UserOutputValue", "boolean", False)
+    return nm
+
+
 def test_genicam_output_names_the_nodes_the_simulator_lacks() -> None:
     """viky.cti (the genicam wheel's simulated camera) has no digital I/O nodes (checked: none
     of LineSelector, LineMode, LineSource, UserOutputSelector, UserOutputValue, TriggerMode):
@@ -654,18 +670,9 @@ def test_genicam_output_and_hardware_trigger_on_a_stand_in_node_map() -> None:
     """What viky.cti lacks, on the stand-in node map of test_genicam (a fake, for nodes the
     simulator does not have): the output selects its line as an output driven by the user
     output and writes UserOutputValue; a hardware trigger waits on the configured line."""
-    from test_genicam import _triggerable
-
     from station.camera.genicam import apply_features
 
-    nm = _triggerable()
-    nm.add("LineSelector", "enumeration", "Line0", choices=("Line0", "Line1"))
-    nm.add("LineMode", "enumeration", "Input", choices=("Input", "Output"))
-    nm.add("LineSource", "enumeration", "Off", choices=("Off", "UserOutput1"))
-    nm.add(
-        "UserOutputSelector", "enumeration", "UserOutput0", choices=("UserOutput0", "UserOutput1")
-    )
-    nm.add("UserOutputValue", "boolean", False)
+    nm = _output_node_map()
     line = GenICamLine(GenICamOutputConfig(line="Line1", source="UserOutput1"), lambda: nm)
     line.start()
     line.set(True)
@@ -929,18 +936,9 @@ def test_a_genicam_output_is_switched_off_before_its_camera_closes() -> None:
     """The gate's output on the camera's own line is switched off by PartCamera.close(),
     before the camera closes (afterwards its node map is gone and nothing could switch it off);
     the output's thread starts it again when the camera is back."""
-    from test_genicam import _triggerable
-
     from station.outputs.reject import PartCamera
 
-    nm = _triggerable()
-    nm.add("LineSelector", "enumeration", "Line0", choices=("Line0", "Line1"))
-    nm.add("LineMode", "enumeration", "Input", choices=("Input", "Output"))
-    nm.add("LineSource", "enumeration", "Off", choices=("Off", "UserOutput1"))
-    nm.add(
-        "UserOutputSelector", "enumeration", "UserOutput0", choices=("UserOutput0", "UserOutput1")
-    )
-    nm.add("UserOutputValue", "boolean", False)
+    nm = _output_node_map()
     cam = ClosingCamera(nm)
     out_cfg = GenICamOutputConfig(line="Line1", source="UserOutput1")
     gate = RejectGate(

@@ -47,6 +47,14 @@ def server(actions: Actions) -> OpcuaOutput:
     return OpcuaOutput(OpcuaConfig(port=free_port()), "st1", _status, lambda: "demo", actions)
 
 
+def olga(out: OpcuaOutput) -> Client:
+    """A client of the server that logs in as the operator olga."""
+    c = Client(f"opc.tcp://127.0.0.1:{out.cfg.port}/station/", timeout=10)
+    c.set_user("olga")
+    c.set_password("1234")
+    return c
+
+
 def test_the_pin_check_runs_off_the_servers_loop_and_counters_read() -> None:
     actions = Actions()
     out = server(actions)
@@ -55,9 +63,7 @@ def test_the_pin_check_runs_off_the_servers_loop_and_counters_read() -> None:
         assert out.ready(30)
 
         async def login() -> None:
-            c = Client(f"opc.tcp://127.0.0.1:{out.cfg.port}/station/", timeout=10)
-            c.set_user("olga")
-            c.set_password("1234")
+            c = olga(out)
             async with c:
                 idx = await c.get_namespace_index("urn:station:st1")
                 path = "Station.Counters.FailsafeRejects"
@@ -90,9 +96,7 @@ def test_a_closed_client_session_is_logged_out() -> None:
         assert out.ready(30)
 
         async def login() -> None:
-            c = Client(f"opc.tcp://127.0.0.1:{out.cfg.port}/station/", timeout=10)
-            c.set_user("olga")
-            c.set_password("1234")
+            c = olga(out)
             async with c:
                 assert actions.logged_out == []
 
