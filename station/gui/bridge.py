@@ -114,6 +114,11 @@ class LineBridge(QObject):
             self.event_arrived.emit(e)
         return bool(points or noks or events)
 
+    @property
+    def pending_nok(self) -> int:
+        """NOK parts received and not yet emitted."""
+        return len(self._nok)
+
     def close(self) -> None:
         """Stop listening to the line (idempotent)."""
         for unsubscribe in self._unsubscribe:

@@ -9,7 +9,7 @@ from collections import deque
 import cv2
 import numpy as np
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent, QPen
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent, QPen, QPixmap
 from PySide6.QtWidgets import (
     QAbstractButton,
     QFrame,
@@ -54,7 +54,12 @@ def clock(t: float) -> str:
 
 
 class Thumb(QAbstractButton):
-    """One NOK part: its picture with the overlay, the score and the time under it."""
+    """One NOK part: its picture with the overlay, the score and the time under it.
+
+    The whole card is drawn once into a pixmap and only copied afterwards: a new NOK part moves
+    every thumbnail along the strip, and drawing each card again (the rounded frame, the text,
+    an RGB picture converted for the screen) took about half a millisecond per thumbnail.
+    """
 
     def __init__(self, result: InspectionResult, theme: Theme, parent: QWidget | None = None):
         super().__init__(parent)
@@ -63,35 +68,36 @@ class Thumb(QAbstractButton):
         self.setObjectName("Thumb")
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
-        self._rgb: np.ndarray | None = None
-        self._qimage: QImage | None = None
-        self._made_for: QSize | None = None
+        self._card: QPixmap | None = None
+        self._card_key: tuple[int, int, float] | None = None
 
     def set_theme(self, theme: Theme) -> None:
         """Use the colours of `theme`."""
         self._theme = theme
+        self._card = None
         self.update()
 
     def _picture(self, size: QSize) -> QImage:
-        if self._qimage is None or self._made_for != size:
-            r = self.result
-            self._rgb = compose(
-                r.image,
-                r.anomaly_map,
-                r.threshold,
-                (size.width(), size.height()),
-                opacity=0.5,
-                mark_peak=True,
-            )
-            self._qimage = to_qimage(self._rgb)
-            self._made_for = QSize(size)
-        return self._qimage
+        r = self.result
+        rgb = compose(
+            r.image,
+            r.anomaly_map,
+            r.threshold,
+            (size.width(), size.height()),
+            opacity=0.5,
+            mark_peak=True,
+        )
+        return to_qimage(rgb).copy()  # its own pixels: the array goes when this returns
 
-    def paintEvent(self, event: QPaintEvent) -> None:
+    def _draw_card(self) -> QPixmap:
+        ratio = self.devicePixelRatioF()
+        card = QPixmap(self.size() * ratio)
+        card.setDevicePixelRatio(ratio)
+        card.fill(Qt.GlobalColor.transparent)
         t = self._theme
-        p = QPainter(self)
+        p = QPainter(card)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        rect = QRectF(self.rect()).adjusted(2, 2, -2, -2)
+        rect = QRectF(0, 0, self.width(), self.height()).adjusted(2, 2, -2, -2)
         # The frame says which: red for NOK, purple for a part sent to a manual check.
         flagged = "check" if self.result.verdict == Verdict.CHECK else "nok"
         p.setPen(QPen(QColor(t.color(flagged)), 3 if flagged == "check" else 1))
@@ -121,8 +127,17 @@ class Thumb(QAbstractButton):
             f"{'CHECK ' if flagged == 'check' else ''}{self.result.score:.1f}  "
             f"{clock(self.result.timestamp)[:5]}",
         )
+        p.end()
+        return card
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        key = (self.width(), self.height(), self.devicePixelRatioF())
+        if self._card is None or self._card_key != key:
+            self._card, self._card_key = self._draw_card(), key
+        p = QPainter(self)
+        p.drawPixmap(0, 0, self._card)
         if self.isDown():
-            p.fillRect(rect, QColor(255, 255, 255, 60))
+            p.fillRect(QRectF(self.rect()).adjusted(2, 2, -2, -2), QColor(255, 255, 255, 60))
         p.end()
 
 

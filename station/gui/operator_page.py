@@ -320,11 +320,17 @@ class OperatorPage(QWidget):
         # Secondary work (trend redraw, a new NOK thumbnail) goes to updates without a new
         # picture, so no single update pays for everything; when pictures arrive on every tick
         # it still runs every SECONDARY_MAX_WAIT_S.
+        # And one of them at a time: a waiting NOK thumbnail, or else the trend (which goes
+        # first when it has waited SECONDARY_MAX_WAIT_S), so that the two never add up.
         now = time.monotonic()
         if not new_picture or now - self._last_secondary >= SECONDARY_MAX_WAIT_S:
             self._last_secondary = now
-            changed |= self.bridge.poll(max_nok=1)
-            changed |= self.trend.redraw(now)
+            trend_due = self.trend.waiting_s(now) >= SECONDARY_MAX_WAIT_S
+            if self.bridge.pending_nok and not trend_due:
+                changed |= self.bridge.poll(max_nok=1)
+            else:
+                changed |= self.bridge.poll(max_nok=0)
+                changed |= self.trend.redraw(now)
         else:
             changed |= self.bridge.poll(max_nok=0)
         second = int(time.time())

@@ -26,7 +26,7 @@ class TrendPlot(QFrame):
         self.setObjectName("Card")
         self._points: deque[ScorePoint] = deque(maxlen=points)
         self._dirty = False
-        self._last_draw = 0.0
+        self.last_draw = 0.0
         self._threshold: float | None = None
         self._y_range: tuple[float, float] | None = None
         lay = QVBoxLayout(self)
@@ -97,6 +97,10 @@ class TrendPlot(QFrame):
             self.limit.show()
         self._dirty = True
 
+    def waiting_s(self, now: float) -> float:
+        """How long new points have waited for a redraw (0 when everything is drawn)."""
+        return now - self.last_draw if self._dirty else 0.0
+
     def redraw(self, now: float | None = None, *, force: bool = False) -> bool:
         """Redraw if points arrived and the last redraw is REDRAW_S old; True when drawn.
 
@@ -105,9 +109,9 @@ class TrendPlot(QFrame):
         which is most of what a pyqtgraph redraw costs.
         """
         now = time.monotonic() if now is None else now
-        if not self._dirty or (not force and now - self._last_draw < REDRAW_S):
+        if not self._dirty or (not force and now - self.last_draw < REDRAW_S):
             return False
-        self._last_draw = now
+        self.last_draw = now
         self._dirty = False
         pts = list(self._points)
         if not pts:
@@ -121,9 +125,11 @@ class TrendPlot(QFrame):
         nok = np.fromiter((p.verdict == Verdict.NOK for p in pts), bool, len(pts))
         check = np.fromiter((p.verdict == Verdict.CHECK for p in pts), bool, len(pts))
         ok = ~(nok | check)
-        self.ok_item.setData(x=x[ok], y=y[ok])
-        self.nok_item.setData(x=x[nok], y=y[nok])
-        self.check_item.setData(x=x[check], y=y[check])
+        for item, mask in ((self.ok_item, ok), (self.nok_item, nok), (self.check_item, check)):
+            # NOK and CHECK points are rare: an item that had none and still has none keeps
+            # its (empty) data, a third of the redraw's cost when no band is configured.
+            if mask.any() or len(item.data):
+                item.setData(x=x[mask], y=y[mask])
         if self._threshold is None:
             self.set_threshold(pts[-1].threshold)
             self._dirty = False

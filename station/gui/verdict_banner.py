@@ -106,8 +106,9 @@ class VerdictBanner(QWidget):
         self.preferred_height = 130
         self._theme = theme
         self.state = BannerState("amber", "STARTING", "")
-        self._title_font: QFont | None = None  # fitted font, recomputed on text or size change
-        self._title_key: tuple[str, int, int] = ("", 0, 0)
+        # Fitted title fonts by (title, width, height): the banner flips between a few titles
+        # (OK, NOK, CHECK) and fitting one measures the text at several sizes.
+        self._title_fonts: dict[tuple[str, int, int], QFont] = {}
 
     def set_theme(self, theme: Theme) -> None:
         """Use the colours of `theme`."""
@@ -127,14 +128,12 @@ class VerdictBanner(QWidget):
         """Show `state`; False (and no repaint) when it is what is shown already."""
         if state == self.state:
             return False
-        if state.title != self.state.title:
-            self._title_font = None
         self.state = state
         self.update()
         return True
 
     def resizeEvent(self, event: object) -> None:
-        self._title_font = None
+        self._title_fonts.clear()
 
     def colors(self) -> tuple[QColor, QColor]:
         """(background, text) for the current state."""
@@ -190,11 +189,13 @@ class VerdictBanner(QWidget):
         title_rect = QRectF(inner.left(), inner.top(), inner.width(), inner.height() - detail_h)
         title = _SYMBOL.get(self.state.kind, "") + self.state.title
         key = (title, int(title_rect.width()), int(title_rect.height()))
-        if self._title_font is None or self._title_key != key:
-            self._title_font = self._fit_title(title, title_rect)
-            self._title_key = key
+        font = self._title_fonts.get(key)
+        if font is None:
+            if len(self._title_fonts) >= 32:  # amber titles vary: keep the cache small
+                self._title_fonts.clear()
+            font = self._title_fonts[key] = self._fit_title(title, title_rect)
         p.setPen(fg)
-        p.setFont(self._title_font)
+        p.setFont(font)
         p.drawText(title_rect, Qt.AlignmentFlag.AlignCenter, title)
         if lines:
             detail_rect = QRectF(inner.left(), inner.bottom() - detail_h, inner.width(), detail_h)

@@ -33,6 +33,9 @@ class LineStats:
         self._first: float | None = None  # monotonic time of the first result
         self._finished: deque[float] = deque()  # monotonic finish times within the window
         self._latency: deque[float] = deque(maxlen=max(1, latency_window))
+        # (inspected count, p50, p95): the display asks 15 times a second and a percentile over
+        # 500 samples was the largest part of its tick; it only changes with a new result.
+        self._percentiles: tuple[int, float, float] = (0, 0.0, 0.0)
 
     def add(self, result: InspectionResult, now: float | None = None) -> None:
         """Count one inspected frame."""
@@ -85,7 +88,10 @@ class LineStats:
         with self._lock:
             self._prune(t)
             n_window = len(self._finished)
-            lat = np.fromiter(self._latency, dtype=np.float64, count=len(self._latency))
+            seen, p50, p95 = self._percentiles
+            lat = None
+            if seen != self._inspected:
+                lat = np.fromiter(self._latency, dtype=np.float64, count=len(self._latency))
             span = min(self.window_s, t - self._first) if self._first is not None else 0.0
             inspected, nok, check, dropped, bad = (
                 self._inspected,
@@ -96,7 +102,9 @@ class LineStats:
             )
         # Below a second of history a rate is noise; report none rather than a wild number.
         rate = n_window / span * 60.0 if span >= 1.0 else 0.0
-        p50, p95 = np.percentile(lat, [50, 95]).tolist() if lat.size else (0.0, 0.0)
+        if lat is not None:
+            p50, p95 = np.percentile(lat, [50, 95]).tolist()
+            self._percentiles = (inspected, p50, p95)  # one tuple: a reader sees old or new
         return Counters(
             inspected=inspected,
             nok=nok,

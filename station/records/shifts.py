@@ -6,6 +6,7 @@ one starts. Before the day's first start hour it is still the previous day's las
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterable
@@ -25,8 +26,15 @@ def _starts(shift_hours: Iterable[int]) -> list[int]:
 def shift_key(timestamp: float, shift_hours: Iterable[int] = DEFAULT_HOURS) -> str:
     """The shift a local time belongs to, e.g. '2026-11-21/06'; before the first start it is
     the previous day's last shift ('2026-11-20/22' at 03:00)."""
+    # Shifts start on the hour and every time zone's offset is a whole number of minutes, so
+    # the key is the same for the whole minute: the display asks 15 times a second.
+    return _minute_key(int(timestamp // 60), tuple(shift_hours))
+
+
+@functools.lru_cache(maxsize=64)
+def _minute_key(minute: int, shift_hours: tuple[int, ...]) -> str:
     starts = _starts(shift_hours)
-    t = datetime.fromtimestamp(timestamp)
+    t = datetime.fromtimestamp(minute * 60)
     started = [h for h in starts if h <= t.hour]
     if started:
         return f"{t:%Y-%m-%d}/{started[-1]:02d}"

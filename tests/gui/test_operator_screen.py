@@ -108,7 +108,9 @@ def test_touch_targets_and_readouts_are_large_enough(station: Any) -> None:
             # The verdict: a banner title of at least 18 pt (24 px) - in practice far larger.
             banner = window.operator.banner
             assert banner.height() >= 110
-            assert banner._title_font is None or banner._title_font.pixelSize() >= 24
+            banner.repaint()  # fits the title for this size
+            fonts = list(banner._title_fonts.values())
+            assert fonts and min(f.pixelSize() for f in fonts) >= 24
     finally:
         window.resize(*SIZES[0])
         settle()

@@ -190,3 +190,33 @@ def test_missing_x11_libraries_are_named_before_qt_aborts(monkeypatch: pytest.Mo
     assert "sudo apt-get install" in problem and "libxcb-doesnotexist9" in problem
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     assert gui_app.display_problem() is None  # not X11: nothing of this is needed
+
+
+def test_trend_plot_draws_each_verdict_and_forgets_points_that_leave(qtbot) -> None:
+    from station.gui.bridge import ScorePoint
+    from station.gui.trend import TrendPlot
+
+    plot = TrendPlot(load_theme("dark"), points=10)
+    qtbot.addWidget(plot)
+    seq = iter(range(1000))
+
+    def add(verdict: Verdict, n: int = 1) -> None:
+        seqs = [next(seq) for _ in range(n)]
+        plot.add_points([ScorePoint(s, s, 1.0 + s / 100, 2.0, verdict, 0.0) for s in seqs])
+        assert plot.redraw(force=True)
+
+    add(Verdict.OK, 4)
+    assert plot.counts() == (4, 0) and len(plot.check_item.data) == 0
+    add(Verdict.NOK)
+    add(Verdict.CHECK)
+    assert plot.counts() == (4, 1) and len(plot.check_item.data) == 1
+    # The newest part sits at 0 "parts ago", the NOK one two parts before it.
+    assert list(plot.nok_item.data["x"]) == [-1.0]
+    add(Verdict.OK)
+    assert list(plot.nok_item.data["x"]) == [-2.0]
+    add(Verdict.OK, 10)  # both flagged parts leave the last 10
+    assert plot.counts() == (10, 0) and len(plot.check_item.data) == 0
+    assert not plot.redraw()  # nothing new: nothing to draw
+    assert plot.waiting_s(time.monotonic() + 5) == 0.0  # and nothing waits for a redraw
+    plot.add_points([ScorePoint(99, 99, 1.0, 2.0, Verdict.OK, 0.0)])
+    assert plot.waiting_s(plot.last_draw + 0.6) == pytest.approx(0.6)

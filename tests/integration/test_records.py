@@ -162,6 +162,11 @@ def test_shift_keys() -> None:
     assert shift_key(at(23, 30)) == "2026-11-21/22"
     assert shift_key(at(3)) == "2026-11-20/22"  # night shift started the day before
     assert shift_key(at(3), [0]) == "2026-11-21/00"
+    # Keys are kept per minute: the last second before a start and the start itself differ.
+    assert shift_key(at(14) - 0.001) == "2026-11-21/06"
+    assert shift_key(at(14)) == "2026-11-21/14"
+    assert shift_key(at(6) - 1.0) == "2026-11-20/22"
+    assert shift_key(at(14), (6, 14, 22)) == shift_key(at(14), [22, 14, 6])
 
 
 # -- recorder ----------------------------------------------------------------------------------
