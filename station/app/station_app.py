@@ -600,7 +600,10 @@ class StationApp:
         low = self.recorder.disk_warning
         alarms = tuple(a for a in (self._db_aside, low, self._recorder_alarm, rec.alarm) if a)
         if self.gate is not None:
-            counters = dataclasses.replace(counters, failsafe_rejects=self.gate.counters().failsafe)
+            gate = self.gate.counters()
+            counters = dataclasses.replace(
+                counters, failsafe_rejects=gate.failsafe, late_results=gate.late
+            )
             alarms += self.gate.alarms()
         if self.plc is not None:
             alarms += self.plc.alarms()

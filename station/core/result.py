@@ -145,6 +145,9 @@ class Counters:
     # Parts the reject gate rejected without a verdict in time (late, missing, refused), this
     # run; each one is also an event.
     failsafe_rejects: int = 0
+    # Results that came after their part's reject deadline (the part was rejected fail-safe),
+    # this run: a line whose inspection is too slow for its conveyor shows here first.
+    late_results: int = 0
     throughput_per_min: float = 0.0
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0

@@ -12,7 +12,8 @@ Metrics (counters since this run started; Prometheus handles the restarts):
 count of `inspection_latency_seconds` (frame arrival to verdict), judged but not yet written
 or never written (`results_unrecorded`) is the difference. Also `frames_dropped_total`,
 `bad_frames_total`, and read at each scrape: `failsafe_rejects_total` (parts the reject gate
-rejected without a verdict in time, this run), `results_unrecorded` (this shift), `drift_level`
+rejected without a verdict in time, this run), `late_results_total` (results that came after
+their part's deadline, this run), `results_unrecorded` (this shift), `drift_level`
 (0 none, 1 warning, 2 critical, -1 off), `station_state{state}`, `station_alarms`.
 """
 
@@ -55,6 +56,11 @@ class _Snapshot(Collector):
             "failsafe_rejects",
             "Parts the reject gate rejected without a verdict in time (late, missing, refused)",
             value=st.counters.failsafe_rejects,
+        )
+        yield CounterMetricFamily(
+            "late_results",
+            "Results that came after their part's reject deadline (the part went fail-safe)",
+            value=st.counters.late_results,
         )
         yield GaugeMetricFamily(
             "results_unrecorded",
@@ -185,6 +191,7 @@ class HttpOutput:
                 "unrecorded": st.counters.unrecorded,
                 "bad_frames": st.counters.bad_frames,
                 "failsafe_rejects": st.counters.failsafe_rejects,
+                "late_results": st.counters.late_results,
                 "shift": st.counters.shift,
             },
             "drift": st.drift.level.value if st.drift is not None else None,

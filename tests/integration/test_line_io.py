@@ -445,6 +445,7 @@ def test_stalled_inspection_parts_are_rejected_fail_safe(
 
     stall.release.set()  # the hung part's result comes, long after its deadline
     wait_until(lambda: station.gate is not None and station.gate.counters().late >= 1, 10, "late")
+    assert station.status().counters.late_results >= 1  # what /metrics and /health report
     station.stop()
     counters = station.gate.counters()
     assert sum(d.reject for d in decisions) == counters.rejected + counters.failsafe

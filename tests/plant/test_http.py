@@ -155,19 +155,22 @@ def test_a_taken_port_is_an_alarm_and_the_line_runs(
         assert len(db.query_events(kind="http")) == 1
 
 
-def test_failsafe_rejects_are_in_metrics_and_health() -> None:
+def test_failsafe_rejects_and_late_results_are_in_metrics_and_health() -> None:
     from station.config import HttpConfig
     from station.core.result import Counters, LineStatus, StationState
     from station.outputs.http import HttpOutput
 
     def status() -> LineStatus:
-        return LineStatus(StationState.RUNNING, counters=Counters(failsafe_rejects=3))
+        counters = Counters(failsafe_rejects=3, late_results=2)
+        return LineStatus(StationState.RUNNING, counters=counters)
 
     out = HttpOutput(HttpConfig(port=free_port()), status, dict)
     out.start()
     try:
         base = f"http://127.0.0.1:{out.port}"
         assert re.search(r"^failsafe_rejects_total 3\.0$", get(base + "/metrics")[1], re.M)
-        assert json.loads(get(base + "/health")[1])["counters"]["failsafe_rejects"] == 3
+        assert re.search(r"^late_results_total 2\.0$", get(base + "/metrics")[1], re.M)
+        counters = json.loads(get(base + "/health")[1])["counters"]
+        assert counters["failsafe_rejects"] == 3 and counters["late_results"] == 2
     finally:
         out.close()
