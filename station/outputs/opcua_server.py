@@ -5,9 +5,9 @@ Address space (namespace `urn:station:<station>`, string node ids, so a PLC prog
 them): `Station.State`, `.Reason`, `.Product`, `.ModelVersion`, `.Limit`;
 `Station.LastResult.PartId`, `.Verdict`, `.Score`, `.Limit`, `.Time`, `.Product`;
 `Station.Counters.Inspected`, `.Nok`, `.Check`, `.Dropped`, `.Unrecorded`, `.BadFrames`,
-`.FailsafeRejects`, `.Shift`; `Station.Alarms.Active`, `.Unacknowledged` (string arrays) and the
-method `Station.Alarms.Acknowledge(alarm)`; the methods `Station.SwitchProduct(product)` and
-`Station.Trigger()`.
+`.FailsafeRejects`, `.LateResults`, `.Shift`; `Station.Alarms.Active`, `.Unacknowledged` (string
+arrays) and the method `Station.Alarms.Acknowledge(alarm)`; the methods
+`Station.SwitchProduct(product)` and `Station.Trigger()`.
 
 Who may do what: a client logs in with a station user's name and PIN (the user token's
 password); it then acts as that user, `via = "opcua"`, and every method goes through the app's
@@ -377,7 +377,7 @@ class OpcuaOutput:
         await var(last, "Station.LastResult.Time", _utc(0), ua.VariantType.DateTime)
         counters = await obj(station, "Station.Counters")
         for name in ("Inspected", "Nok", "Check", "Dropped", "Unrecorded", "BadFrames",
-                     "FailsafeRejects"):  # fmt: skip
+                     "FailsafeRejects", "LateResults"):  # fmt: skip
             await var(counters, f"Station.Counters.{name}", 0, count)
         await var(counters, "Station.Counters.Shift", "", text)
         alarms = await obj(station, "Station.Alarms")
@@ -432,7 +432,8 @@ class OpcuaOutput:
         for name, value in (("Inspected", c.inspected), ("Nok", c.nok), ("Check", c.check),
                             ("Dropped", c.dropped), ("Unrecorded", c.unrecorded),
                             ("BadFrames", c.bad_frames),
-                            ("FailsafeRejects", c.failsafe_rejects)):  # fmt: skip
+                            ("FailsafeRejects", c.failsafe_rejects),
+                            ("LateResults", c.late_results)):  # fmt: skip
             await self._write(f"Station.Counters.{name}", int(value))
         await self._write("Station.Counters.Shift", c.shift)
         active = list(st.alarms)

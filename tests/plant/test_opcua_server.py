@@ -40,7 +40,8 @@ class Actions:
 
 
 def _status() -> LineStatus:
-    return LineStatus(state=StationState.RUNNING, counters=Counters(failsafe_rejects=2))
+    counters = Counters(failsafe_rejects=2, late_results=1)
+    return LineStatus(state=StationState.RUNNING, counters=counters)
 
 
 def server(actions: Actions) -> OpcuaOutput:
@@ -70,6 +71,8 @@ def test_the_pin_check_runs_off_the_servers_loop_and_counters_read() -> None:
                 counter = c.get_node(ua.NodeId(path, idx))
                 while await counter.read_value() != 2:  # the status is written every 0.25 s
                     await asyncio.sleep(0.05)
+                late = c.get_node(ua.NodeId("Station.Counters.LateResults", idx))
+                assert await late.read_value() == 1
 
         asyncio.run(asyncio.wait_for(login(), 10))
         assert actions.login_threads and "opcua" not in actions.login_threads
