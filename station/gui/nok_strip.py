@@ -9,7 +9,7 @@ from collections import deque
 import cv2
 import numpy as np
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent, QPen, QPixmap
+from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen, QPixmap
 from PySide6.QtWidgets import (
     QAbstractButton,
     QFrame,
@@ -77,18 +77,6 @@ class Thumb(QAbstractButton):
         self._card = None
         self.update()
 
-    def _picture(self, size: QSize) -> QImage:
-        r = self.result
-        rgb = compose(
-            r.image,
-            r.anomaly_map,
-            r.threshold,
-            (size.width(), size.height()),
-            opacity=0.5,
-            mark_peak=True,
-        )
-        return to_qimage(rgb).copy()  # its own pixels: the array goes when this returns
-
     def _draw_card(self) -> QPixmap:
         ratio = self.devicePixelRatioF()
         card = QPixmap(self.size() * ratio)
@@ -109,7 +97,16 @@ class Thumb(QAbstractButton):
         p.setFont(font)
         line_h = p.fontMetrics().height()
         pic_box = rect.adjusted(4, 4, -4, -4 - line_h)
-        img = self._picture(QSize(int(pic_box.width()), int(pic_box.height())))
+        r = self.result
+        rgb = compose(  # kept alive until drawn: the QImage only wraps its pixels
+            r.image,
+            r.anomaly_map,
+            r.threshold,
+            (int(pic_box.width()), int(pic_box.height())),
+            opacity=0.5,
+            mark_peak=True,
+        )
+        img = to_qimage(rgb)
         p.drawImage(
             QRectF(
                 pic_box.left() + (pic_box.width() - img.width()) / 2,

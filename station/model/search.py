@@ -208,20 +208,17 @@ class GraphIndex:
         import onnxruntime as ort
 
         from station.runtime.knn_graph import knn_onnx_model
-        from station.runtime.onnx_runtime import ALLOW_SPINNING
+        from station.runtime.onnx_runtime import cpu_session_options
 
         self.plan = SearchPlan("graph")
         self.distances = 0
         self.k = k
         self._bank = bank
         self._flat: FlatIndex | None = None
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.add_session_config_entry(ALLOW_SPINNING, "0")  # as the extractor's session
         model = knn_onnx_model(bank, k).SerializeToString()
-        self._session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(
+            model, cpu_session_options(threads), providers=["CPUExecutionProvider"]
+        )
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if k != self.k:

@@ -65,6 +65,20 @@ _CHECKED: contextvars.ContextVar[tuple[str, str, Any] | None] = contextvars.Cont
 _ACTIVATE = ua.NodeId(ua.ObjectIds.ActivateSessionRequest_Encoding_DefaultBinary)  # type: ignore[arg-type]
 
 
+# Station.Counters' Int64 nodes and the Counters field each one shows (one table: the address
+# space is built from it and written from it).
+COUNTER_NODES = {
+    "Inspected": "inspected",
+    "Nok": "nok",
+    "Check": "check",
+    "Dropped": "dropped",
+    "Unrecorded": "unrecorded",
+    "BadFrames": "bad_frames",
+    "FailsafeRejects": "failsafe_rejects",
+    "LateResults": "late_results",
+}
+
+
 class PlantActions(Protocol):
     """What the app lets an OPC UA client do; `session` is what `login` gave (None: anonymous).
     Each raises PermissionDenied or StationError with the reason when it refuses."""
@@ -376,8 +390,7 @@ class OpcuaOutput:
             await var(last, f"Station.LastResult.{name}", 0.0, real)
         await var(last, "Station.LastResult.Time", _utc(0), ua.VariantType.DateTime)
         counters = await obj(station, "Station.Counters")
-        for name in ("Inspected", "Nok", "Check", "Dropped", "Unrecorded", "BadFrames",
-                     "FailsafeRejects", "LateResults"):  # fmt: skip
+        for name in COUNTER_NODES:
             await var(counters, f"Station.Counters.{name}", 0, count)
         await var(counters, "Station.Counters.Shift", "", text)
         alarms = await obj(station, "Station.Alarms")
@@ -429,12 +442,8 @@ class OpcuaOutput:
         await self._write("Station.ModelVersion", st.model_version)
         await self._write("Station.Limit", float(st.threshold or 0.0))
         c = st.counters
-        for name, value in (("Inspected", c.inspected), ("Nok", c.nok), ("Check", c.check),
-                            ("Dropped", c.dropped), ("Unrecorded", c.unrecorded),
-                            ("BadFrames", c.bad_frames),
-                            ("FailsafeRejects", c.failsafe_rejects),
-                            ("LateResults", c.late_results)):  # fmt: skip
-            await self._write(f"Station.Counters.{name}", int(value))
+        for name, field in COUNTER_NODES.items():
+            await self._write(f"Station.Counters.{name}", int(getattr(c, field)))
         await self._write("Station.Counters.Shift", c.shift)
         active = list(st.alarms)
         self._acknowledged &= set(active)  # an alarm that went and comes back is new
