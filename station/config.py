@@ -37,6 +37,7 @@ BACKBONE_NAMES = (
 # bank size from which `auto` leaves exact search for HNSW: measured on magnetic_tile's real
 # features, exact search over 5,000 rows cost 0.84x the backbone and over 10,000 rows 1.6x.
 SEARCH_METHODS = ("auto", "exact", "hnsw", "ivf", "graph")
+POSITION_NORM_MODES = ("auto", "on", "off")
 SEARCH_EXACT_BELOW = 5000
 
 
@@ -133,6 +134,11 @@ class ModelConfig:
     reweight_neighbors: int = num(9, 1, 1000)
     # image score = mean of the top 1 % of patch scores; 0 = the max
     score_top: float = num(0.01, 0, 0.999)
+    # Per-position normalisation of patch distances (station.model.position): each location's
+    # distance less the held-back good parts' mean distance there. "auto" = on when every
+    # training image has one size (a fixtured part: location means the same place on every
+    # part) and enough parts are held back; "on" refuses sets of mixed sizes; "off".
+    position_norm: str = "auto"
     blur_sigma: float = num(4.0, 0, 64)  # Gaussian smoothing of the anomaly map, in input pixels
     runtime: str = "onnx"  # torch | onnx | tensorrt
     # Nearest-neighbour search (station.model.search): "auto" = exact below search_exact_below
@@ -613,6 +619,9 @@ def validate(cfg: StationConfig) -> None:
         )
     if cfg.model.runtime not in ("torch", "onnx", "tensorrt"):
         raise bad("model.runtime", f"'{cfg.model.runtime}' is not one of torch, onnx, tensorrt")
+    if cfg.model.position_norm not in POSITION_NORM_MODES:
+        choices = ", ".join(POSITION_NORM_MODES)
+        raise bad("model.position_norm", f"'{cfg.model.position_norm}' is not one of {choices}")
     if cfg.model.search not in SEARCH_METHODS:
         raise bad("model.search", f"'{cfg.model.search}' is not one of {', '.join(SEARCH_METHODS)}")
     if cfg.model.image_size < 32 or cfg.model.image_size % 16:

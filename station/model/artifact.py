@@ -92,6 +92,10 @@ class Manifest:
     # What the model was trained on (smallest and largest image, channels): frames far outside
     # it are alarmed at the line (a model of another product).
     train_shape: dict[str, Any] = field(default_factory=dict)
+    # Per-position normalisation (station.model.position): each valid patch's offset, in the
+    # order of the patches of a part of `position_hw` (h, w); empty = plain distances.
+    position_offsets: list[float] = field(default_factory=list)
+    position_hw: list[int] = field(default_factory=list)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

@@ -182,7 +182,9 @@ class MemoryBank:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         return _neighbours(*self._index.search(q, k))
 
-    def search_for_score(self, queries: np.ndarray, top: float) -> Neighbours:
+    def search_for_score(
+        self, queries: np.ndarray, top: float, offsets: np.ndarray | None = None
+    ) -> Neighbours:
         """Each patch's nearest bank entry, exact for the patches the image score is made of.
 
         The image score is the mean of the `top` fraction of patch distances (patchcore's
@@ -193,6 +195,8 @@ class MemoryBank:
         remaining upper bound: then the top k are the exact search's, and so is the score.
         Measured on magnetic_tile's 582 test images (HNSW ef 32, 40,000 rows): image AUROC
         0.9322 without this step against 0.9397 exact; with it 0.9397, every score within 5e-7.
+        With per-position `offsets` the score is made of the highest distances less their
+        location's offset; the bounds less the same offsets stay bounds, so the same holds.
         """
         q = np.ascontiguousarray(queries, dtype=np.float32)
         nn = self.search(q, 1)
@@ -200,8 +204,9 @@ class MemoryBank:
         if self.plan.method in ("exact", "graph") or n == 0:
             return nn
         k = max(1, round(top * n)) if top > 0 else 1  # as image_score counts them
-        bound = nn.distances[:, 0]
-        dist, idx = bound.copy(), nn.indices[:, 0].copy()
+        shift = np.zeros(n, np.float32) if offsets is None else offsets
+        bound = nn.distances[:, 0] - shift
+        dist, idx = nn.distances[:, 0].copy(), nn.indices[:, 0].copy()
         order = np.argsort(-bound, kind="stable")
         m, done = min(n, k + math.ceil(LOOK_MARGIN * k)), 0
         while True:
@@ -211,7 +216,7 @@ class MemoryBank:
             done = m
             if m == n:
                 break
-            top_k = np.partition(dist[order[:m]], m - k)[m - k]
+            top_k = np.partition(dist[order[:m]] - shift[order[:m]], m - k)[m - k]
             if top_k >= bound[order[m]]:
                 break
             m = min(n, 2 * m)

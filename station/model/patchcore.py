@@ -13,6 +13,7 @@ import numpy as np
 from station.core.errors import ModelError, StationError
 from station.core.imageio import list_images
 from station.core.result import StageTimes
+from station.model import position
 from station.model.artifact import (
     ENGINES,
     Manifest,
@@ -76,6 +77,8 @@ class PatchCore:
         self.blur_sigma = m.blur_sigma
         self.neighbours = m.reweight_neighbors
         self.score_top = m.score_top
+        self.offsets = np.asarray(m.position_offsets, np.float32)
+        self.position_hw = list(m.position_hw)
 
     @property
     def threshold(self) -> float:
@@ -134,9 +137,10 @@ class PatchCore:
         t2 = time.perf_counter()
         valid = prepared.valid_patches()
         rows = np.ascontiguousarray(feats.transpose(0, 2, 3, 1)[valid])
-        nn = self.bank.search_for_score(rows, self.score_top)
-        dist = nn.distances[:, 0]
-        score = image_score(self.bank, rows, nn, self.score_top, self.neighbours)
+        off = self.offsets_for(image.shape[:2], len(rows))
+        nn = self.bank.search_for_score(rows, self.score_top, off)
+        score = image_score(self.bank, rows, nn, self.score_top, self.neighbours, off)
+        dist = nn.distances[:, 0] if off is None else np.maximum(nn.distances[:, 0] - off, 0.0)
         t3 = time.perf_counter()
         grid = np.zeros(valid.shape, np.float32)
         grid[valid] = dist
@@ -149,6 +153,13 @@ class PatchCore:
             postprocess=(t4 - t3) * 1e3,
         )
         return Prediction(score, amap, stages)
+
+    def offsets_for(self, image_hw: Sequence[int], n_patches: int) -> np.ndarray | None:
+        """The per-position offsets when they fit this frame; a frame of another size keeps
+        plain distances (the line alarms a size the model was not trained on)."""
+        if position.applies(self.position_hw, image_hw, n_patches, self.offsets.size):
+            return self.offsets
+        return None
 
     def close(self) -> None:
         self.runtime.close()
@@ -224,7 +235,12 @@ def extract_features(
 
 
 def image_score(
-    bank: MemoryBank, rows: np.ndarray, nn: Neighbours, top: float, neighbours: int
+    bank: MemoryBank,
+    rows: np.ndarray,
+    nn: Neighbours,
+    top: float,
+    neighbours: int,
+    offsets: np.ndarray | None = None,
 ) -> float:
     """One image's score from its patches' nearest-neighbour distances.
 
@@ -234,21 +250,36 @@ def image_score(
     two where the single maximum cannot (deeppcb image AUROC 0.74 -> 0.83; magnetic_tile, default
     config, 0.88 -> 0.94).
     top = 0: the paper's reweighted maximum.
+    With per-position `offsets` (station.model.position) each patch's distance less its own.
     """
-    dist = nn.distances[:, 0]
+    raw = nn.distances[:, 0]
+    dist = raw if offsets is None else raw - offsets
     if top > 0:
         k = max(1, round(top * dist.size))
         return float(np.partition(dist, dist.size - k)[dist.size - k :].mean())
     best = int(np.argmax(dist))
     nearest = int(nn.indices[best, 0])
-    return bank.reweighted_score(rows[best], nearest, float(dist[best]), neighbours)
+    shift = 0.0 if offsets is None else float(offsets[best])
+    return bank.reweighted_score(rows[best], nearest, float(raw[best]), neighbours) - shift
 
 
 def score_features(
-    bank: MemoryBank, feats: np.ndarray, prepared: Prepared, top: float, b: int
+    bank: MemoryBank,
+    feats: np.ndarray,
+    prepared: Prepared,
+    top: float,
+    b: int,
+    offsets: np.ndarray | None = None,
 ) -> float:
     rows = valid_patch_features(feats, prepared)
-    return image_score(bank, rows, bank.search_for_score(rows, top), top, b)
+    if offsets is not None and offsets.size != len(rows):
+        offsets = None  # another size than the model's parts: plain distances, as predict does
+    return image_score(bank, rows, bank.search_for_score(rows, top, offsets), top, b, offsets)
+
+
+def patch_distances(bank: MemoryBank, feats: np.ndarray, prepared: Prepared) -> np.ndarray:
+    """Every valid patch's exact distance to its nearest bank row (per-position offsets)."""
+    return bank.exact_search(valid_patch_features(feats, prepared), 1).distances[:, 0]
 
 
 __all__ = ["STRIDE", "PatchCore", "Prediction", "training_images"]

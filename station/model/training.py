@@ -23,11 +23,17 @@ import torch
 from station.config import ModelConfig
 from station.core.errors import ModelError, StationError
 from station.core.imageio import read_image
+from station.model import position
 from station.model.artifact import Manifest, creator, now_iso, write_artifact, write_derived
 from station.model.backbones import LoadedBackbone, load_backbone
 from station.model.extractor import FeatureExtractor
 from station.model.memory_bank import MemoryBank, hierarchical_coreset
-from station.model.patchcore import extract_features, score_features, valid_patch_features
+from station.model.patchcore import (
+    extract_features,
+    patch_distances,
+    score_features,
+    valid_patch_features,
+)
 from station.model.preprocess import (
     Prepared,
     Preprocessing,
@@ -151,6 +157,8 @@ class FitReport:
     # (image, score) of each training image against the bank without its own patches: a
     # "good" image far above the rest is likely not good (see station.app.setup).
     training_scores: tuple[tuple[str, float], ...] = ()
+    # Per-position normalisation: whether it is on and why (station.model.position.choose).
+    position_norm: str = ""
 
 
 def split_calibration(
@@ -358,11 +366,20 @@ def fit(
         bank = rows[sel]
         memory = MemoryBank(bank, threads=cfg.threads)
         n_score = len(cal_idx) + (len(bank_idx) if score_training else 0)
+        use_offsets, why = position.choose(cfg.position_norm, shape, len(cal_idx))
+        cal_loo: list[np.ndarray | None] = [None] * len(cal_idx)
+        offsets = np.zeros(0, np.float32)
+        if use_offsets:
+            dists = [patch_distances(memory, *held[int(i)]) for i in cal_idx]
+            offsets = position.offsets(dists)
+            cal_loo = list(position.leave_one_out(dists))
         cal_scores = []
         for j, i in enumerate(cal_idx):
             step("scoring", j, n_score)
             f, p = held[int(i)]
-            cal_scores.append(score_features(memory, f, p, cfg.score_top, cfg.reweight_neighbors))
+            cal_scores.append(
+                score_features(memory, f, p, cfg.score_top, cfg.reweight_neighbors, cal_loo[j])
+            )
         training: list[tuple[str, float]] = []
         if score_training:
             # Bank rows are sorted by their image (sel is sorted, rows are in image order): the
@@ -402,6 +419,8 @@ def fit(
             n_train=len(bank_idx),
             fit_seconds=round(fit_seconds, 3),
             train_shape=shape,
+            position_offsets=[round(float(x), 5) for x in offsets],
+            position_hw=list(shape["min_hw"]) if use_offsets else [],
         )
         step("writing", 0, 1)  # the last moment a cancel leaves nothing behind
         write_artifact(out, manifest, bank, onnx_file, signer)
@@ -420,6 +439,7 @@ def fit(
             for i, sc in zip(cal_idx, cal_scores, strict=True)
         ),
         training_scores=tuple(training),
+        position_norm=why,
     )
 
 
@@ -483,7 +503,8 @@ def update_bank(
     for j, i in enumerate(cal_idx):
         step("scoring", j, len(cal_idx))
         f, p = held[int(i)]
-        cal_scores.append(score_features(memory, f, p, m.score_top, m.reweight_neighbors))
+        off = np.asarray(m.position_offsets, np.float32) if m.position_offsets else None
+        cal_scores.append(score_features(memory, f, p, m.score_top, m.reweight_neighbors, off))
     fit_seconds = time.perf_counter() - step.t0
     out = Path(out)
     manifest = dataclasses.replace(

@@ -152,3 +152,27 @@ def test_the_patches_of_the_image_score_are_searched_exactly(top: float):
     assert image_score(poor, q, nn, top, 9) == pytest.approx(ref, rel=1e-5)
     # The other patches keep the index's answer: never below the exact distance.
     assert (nn.distances[:, 0] >= d[:, 0] * (1 - 1e-4) - 1e-4).all()
+
+
+@pytest.mark.parametrize("top", [0.05, 0.0])
+def test_the_second_look_ranks_patches_by_their_distance_less_the_position_offset(top: float):
+    """With per-position offsets the image score is made of the patches highest above their
+    location's offset, not the farthest ones: the poor index must still give the exact score.
+    The offsets here lift the far queries' locations so that other patches make the score."""
+    from station.model.patchcore import image_score
+
+    bank = _clustered(5000)
+    rng = np.random.default_rng(4)
+    q = np.vstack([_clustered(400, seed=2), rng.normal(0, 6, (30, 24))]).astype(np.float32)
+    d = _brute(bank, q, 1)[0][:, 0]
+    offsets = rng.uniform(0, 2, len(q)).astype(np.float32)
+    offsets[-30:] = d[-30:] - 0.5  # the farthest patches sit where good parts are far too
+    poor = MemoryBank(bank, plan=SearchPlan("hnsw", hnsw_m=4, hnsw_ef=1, ef_construction=8))
+    exact = MemoryBank(bank)
+    k = max(1, round(top * len(q)))
+    assert not set(np.argsort(-(d - offsets))[:k]) & set(np.argsort(-d)[:k])
+    ref = image_score(exact, q, exact.search(q, 1), top, 9, offsets)
+    nn = poor.search_for_score(q, top, offsets)
+    assert image_score(poor, q, nn, top, 9, offsets) == pytest.approx(ref, rel=1e-5)
+    plain = image_score(exact, q, exact.search(q, 1), top, 9)
+    assert ref < plain - 1.0  # the offsets really changed which patches count
