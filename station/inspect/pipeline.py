@@ -631,19 +631,24 @@ class InspectorWorker(Worker):
         """Alarm (once a model) when frames are far from what the model was trained on."""
         if self._mismatch_for == model.version:
             return
-        problem = shape_mismatch(frame.image, model.artifact.manifest.train_shape)
+        m = model.artifact.manifest
+        problem = shape_mismatch(frame.image, m.train_shape, m.position_hw)
         self._mismatch_for = model.version
         self.line._frames_mismatch(
             None if problem is None else f"{problem}: is {model.version} this product's model?"
         )
 
 
-def shape_mismatch(image: np.ndarray, train: dict[str, Any]) -> str | None:
+def shape_mismatch(
+    image: np.ndarray, train: dict[str, Any], exact_hw: Sequence[int] = ()
+) -> str | None:
     """Why a frame does not fit a model's training images (another product?), else None.
 
     Channels must be among the trained ones (a colour frame fits a grey model: it is converted);
     each side must lie within half the smallest and twice the largest training image (parts vary
-    in size, a model of another product does not fit them).
+    in size, a model of another product does not fit them). A model normalised by position
+    (`exact_hw`, its manifest's position_hw) fits frames of exactly its parts' size only: any
+    other size is scored without its offsets, on another scale than its limit.
     """
     if not train:
         return None  # a model from before the shape was recorded
@@ -658,6 +663,11 @@ def shape_mismatch(image: np.ndarray, train: dict[str, Any]) -> str | None:
         return f"{seen}, {trained} with {'/'.join(map(str, chans))} channel(s)"
     if not (lo[0] / 2 <= h <= hi[0] * 2 and lo[1] / 2 <= w <= hi[1] * 2):
         return f"{seen}, {trained}"
+    if exact_hw and [h, w] != [int(x) for x in exact_hw]:
+        return (
+            f"{seen}, the model is normalised by position for {exact_hw[0]}x{exact_hw[1]} parts "
+            "only (set the camera's region back, or build the model again)"
+        )
     return None
 
 

@@ -387,7 +387,9 @@ def fit(
             owner = np.repeat(np.arange(len(per_image)), [len(r) for r in per_image])[sel]
             for j, i in enumerate(bank_idx):
                 step("scoring", len(cal_idx) + j, n_score)
-                score = _leave_one_out(memory, per_image[j], owner, j, cfg.score_top)
+                score = _leave_one_out(
+                    memory, per_image[j], owner, j, cfg.score_top, offsets if use_offsets else None
+                )
                 training.append((Path(images[i]).name, round(score, 6)))
         step("scoring", n_score, n_score)
         threshold = (
@@ -503,7 +505,10 @@ def update_bank(
     for j, i in enumerate(cal_idx):
         step("scoring", j, len(cal_idx))
         f, p = held[int(i)]
-        off = np.asarray(m.position_offsets, np.float32) if m.position_offsets else None
+        # The offsets only fit new parts of the base's size (a transposed part has as many
+        # patches, in another layout).
+        fits = bool(m.position_offsets) and list(m.position_hw) == [p.height, p.width]
+        off = np.asarray(m.position_offsets, np.float32) if fits else None
         cal_scores.append(score_features(memory, f, p, m.score_top, m.reweight_neighbors, off))
     fit_seconds = time.perf_counter() - step.t0
     out = Path(out)
@@ -543,7 +548,12 @@ def update_bank(
 
 
 def _leave_one_out(
-    memory: MemoryBank, rows: np.ndarray, owner: np.ndarray, image: int, top: float
+    memory: MemoryBank,
+    rows: np.ndarray,
+    owner: np.ndarray,
+    image: int,
+    top: float,
+    offsets: np.ndarray | None = None,
 ) -> float:
     """An image's score against the bank without the bank rows that came from it.
 
@@ -557,6 +567,8 @@ def _leave_one_out(
     dist = nn.distances[np.arange(len(rows)), first]
     none = ~other.any(axis=1)
     dist[none] = nn.distances[none, -1]
+    if offsets is not None:  # on the held-back parts' scale (one size: the offsets fit)
+        dist = dist - offsets
     if top > 0:
         k = max(1, round(top * dist.size))
         return float(np.partition(dist, dist.size - k)[dist.size - k :].mean())

@@ -134,6 +134,11 @@ def test_frames_unlike_the_training_images_raise_an_alarm(
     far = shape_mismatch(np.zeros((640, 640), np.uint8), train)
     assert far is not None and "frames are 640x640" in far and "256x256" in far
     assert shape_mismatch(np.zeros((640, 640), np.uint8), {}) is None  # an older model
+    # A model normalised by position fits its parts' exact size only.
+    assert shape_mismatch(np.zeros((256, 256), np.uint8), train, [256, 256]) is None
+    near = shape_mismatch(np.zeros((256, 260), np.uint8), train, [256, 256])
+    assert near is not None and "normalised by position for 256x256 parts" in near
+    assert shape_mismatch(np.zeros((256, 260), np.uint8), train) is None
 
     big = tmp_path / "big"
     big.mkdir()

@@ -33,7 +33,11 @@ def fitted(
     out = {}
     for mode in ("auto", "off"):
         cfg = dataclasses.replace(demo_model_config, position_norm=mode)
-        out[mode] = fit(images, cfg, root / mode, progress=False, holdout=HOLDOUT).artifact
+        report = fit(images, cfg, root / mode, progress=False, holdout=HOLDOUT, score_training=True)
+        out[mode] = report.artifact
+        (root / f"{mode}-scores.json").write_text(
+            json.dumps({"held": report.calibration, "training": report.training_scores})
+        )
     return out
 
 
@@ -136,3 +140,13 @@ def test_leave_one_out_offsets_are_the_other_parts_means():
     np.testing.assert_allclose(position.offsets(d), np.mean(d, axis=0), rtol=1e-6)
     with pytest.raises(ModelError, match="one size"):
         position.offsets([np.zeros(3), np.zeros(4)])
+
+
+def test_training_scores_share_the_held_back_parts_scale(fitted: dict[str, Path]):
+    """The setup page plots training images' scores (each against the bank without its own
+    patches) beside the held-back parts' and the limit: with offsets both are normalised."""
+    for mode in ("auto", "off"):
+        d = json.loads((fitted[mode].parent / f"{mode}-scores.json").read_text())
+        held = np.median([s for _, s in d["held"]])
+        training = np.median([s for _, s in d["training"]])
+        assert 0.5 < training / held < 2.0, (mode, training, held)
