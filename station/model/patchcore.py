@@ -77,8 +77,7 @@ class PatchCore:
         self.blur_sigma = m.blur_sigma
         self.neighbours = m.reweight_neighbors
         self.score_top = m.score_top
-        self.offsets = np.asarray(m.position_offsets, np.float32)
-        self.position_hw = list(m.position_hw)
+        self.position = position.Offsets.stored(m.position_offsets, m.position_hw)
 
     @property
     def threshold(self) -> float:
@@ -154,12 +153,15 @@ class PatchCore:
         )
         return Prediction(score, amap, stages)
 
+    @property
+    def offsets(self) -> np.ndarray | None:
+        """The per-position offsets (station.model.position); None: plain distances."""
+        return None if self.position is None else self.position.values
+
     def offsets_for(self, image_hw: Sequence[int], n_patches: int) -> np.ndarray | None:
         """The per-position offsets when they fit this frame; a frame of another size keeps
         plain distances (the line alarms a size the model was not trained on)."""
-        if position.applies(self.position_hw, image_hw, n_patches, self.offsets.size):
-            return self.offsets
-        return None
+        return None if self.position is None else self.position.for_part(image_hw, n_patches)
 
     def close(self) -> None:
         self.runtime.close()
@@ -269,12 +271,14 @@ def score_features(
     prepared: Prepared,
     top: float,
     b: int,
-    offsets: np.ndarray | None = None,
+    offsets: position.Offsets | None = None,
 ) -> float:
+    """A prepared part's image score, as PatchCore.predict makes it."""
     rows = valid_patch_features(feats, prepared)
-    if offsets is not None and offsets.size != len(rows):
-        offsets = None  # another size than the model's parts: plain distances, as predict does
-    return image_score(bank, rows, bank.search_for_score(rows, top, offsets), top, b, offsets)
+    off = (
+        None if offsets is None else offsets.for_part((prepared.height, prepared.width), len(rows))
+    )
+    return image_score(bank, rows, bank.search_for_score(rows, top, off), top, b, off)
 
 
 def patch_distances(bank: MemoryBank, feats: np.ndarray, prepared: Prepared) -> np.ndarray:

@@ -21,6 +21,7 @@ tiles, 200 to 600 px, cut by hand) keep plain distances.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -74,11 +75,25 @@ def leave_one_out(distances: Sequence[np.ndarray]) -> np.ndarray:
     return ((d.sum(axis=0) - d) / (n - 1)).astype(np.float32)
 
 
-def applies(
-    position_hw: Sequence[int], image_hw: Sequence[int], n_patches: int, n_off: int
-) -> bool:
-    """Whether a model's offsets fit a frame: its size and its patch count."""
-    return bool(n_off) and list(position_hw) == list(image_hw) and n_patches == n_off
+@dataclass(frozen=True)
+class Offsets:
+    """A model's per-location offsets and the part size (h, w) they belong to."""
+
+    values: np.ndarray  # float32, one per valid patch of a part of size `hw`
+    hw: tuple[int, int]
+
+    @classmethod
+    def stored(cls, values: Sequence[float], hw: Sequence[int]) -> Offsets | None:
+        """The offsets a manifest holds (position_offsets, position_hw); None: plain distances."""
+        if not len(values):
+            return None
+        return cls(np.asarray(values, np.float32), (int(hw[0]), int(hw[1])))
+
+    def for_part(self, hw: Sequence[int], n_patches: int) -> np.ndarray | None:
+        """The offsets when they fit a part, else None (plain distances): its size, since a
+        transposed part has as many patches in another layout, and its patch count."""
+        same = (int(hw[0]), int(hw[1])) == self.hw and n_patches == self.values.size
+        return self.values if same else None
 
 
 def _stack(distances: Sequence[np.ndarray]) -> np.ndarray:

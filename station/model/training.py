@@ -367,12 +367,13 @@ def fit(
         memory = MemoryBank(bank, threads=cfg.threads)
         n_score = len(cal_idx) + (len(bank_idx) if score_training else 0)
         use_offsets, why = position.choose(cfg.position_norm, shape, len(cal_idx))
-        cal_loo: list[np.ndarray | None] = [None] * len(cal_idx)
+        cal_loo: list[position.Offsets | None] = [None] * len(cal_idx)
         offsets = np.zeros(0, np.float32)
         if use_offsets:
             dists = [patch_distances(memory, *held[int(i)]) for i in cal_idx]
             offsets = position.offsets(dists)
-            cal_loo = list(position.leave_one_out(dists))
+            hw = (int(shape["min_hw"][0]), int(shape["min_hw"][1]))
+            cal_loo = [position.Offsets(o, hw) for o in position.leave_one_out(dists)]
         cal_scores = []
         for j, i in enumerate(cal_idx):
             step("scoring", j, n_score)
@@ -501,15 +502,12 @@ def update_bank(
         artifact.bank, m.n_train, m.coreset_ratio, new, len(bank_idx), cfg, _coreset_progress
     )
     memory = MemoryBank(bank, threads=cfg.threads)
+    kept = position.Offsets.stored(m.position_offsets, m.position_hw)
     cal_scores = []
     for j, i in enumerate(cal_idx):
         step("scoring", j, len(cal_idx))
         f, p = held[int(i)]
-        # The offsets only fit new parts of the base's size (a transposed part has as many
-        # patches, in another layout).
-        fits = bool(m.position_offsets) and list(m.position_hw) == [p.height, p.width]
-        off = np.asarray(m.position_offsets, np.float32) if fits else None
-        cal_scores.append(score_features(memory, f, p, m.score_top, m.reweight_neighbors, off))
+        cal_scores.append(score_features(memory, f, p, m.score_top, m.reweight_neighbors, kept))
     fit_seconds = time.perf_counter() - step.t0
     out = Path(out)
     manifest = dataclasses.replace(
