@@ -85,3 +85,29 @@ def _nn(bank: MemoryBank, p: np.ndarray) -> tuple[int, float]:
 def test_bank_rejects_empty():
     with pytest.raises(ValueError, match="non-empty"):
         MemoryBank(np.zeros((0, 4), np.float32))
+
+
+def test_the_bounded_scan_finds_the_dense_scans_nearest_row_reading_few_rows():
+    """The exact look's projection bound (station.model.bounded_scan) never rules out the nearest
+    row, whatever the upper bound it is given, as long as it is one."""
+    from station.model.bounded_scan import BoundedScan
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(0, 4, (20, 64))
+    bank = (centres[rng.integers(0, 20, 6000)] + rng.normal(0, 1, (6000, 64))).astype(np.float32)
+    near = bank[rng.integers(0, 6000, 30)] + rng.normal(0, 0.5, (30, 64)).astype(np.float32)
+    far = rng.normal(0, 9, (10, 64)).astype(np.float32)  # outliers: the patches a score is made of
+    q = np.concatenate([near, far])
+    d2 = ((q[:, None, :].astype(np.float64) - bank[None]) ** 2).sum(-1)
+    want_idx, want = d2.argmin(1), np.sqrt(d2.min(1))
+    scan = BoundedScan(bank, directions=16)
+    # Upper bounds as an approximate index gives them: a row it found, here a random one's
+    # distance (loose) or the exact one (tight); and no bound at all.
+    loose = np.sqrt(d2[np.arange(len(q)), rng.integers(0, 6000, len(q))])
+    for upper in (loose, want, np.full(len(q), np.inf)):
+        dist, idx = scan.nearest(q, upper)
+        np.testing.assert_array_equal(idx, want_idx)
+        np.testing.assert_allclose(dist, want, rtol=1e-4)
+    scan.read = 0
+    scan.nearest(near, want[: len(near)])
+    assert scan.read < 0.2 * len(near) * len(bank)  # a tight bound reads a fraction of the bank

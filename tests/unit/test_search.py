@@ -34,13 +34,13 @@ def test_auto_is_exact_below_the_size_and_hnsw_from_it():
     spec = SearchSpec()
     assert plan_search(spec, SEARCH_EXACT_BELOW - 1).method == "exact"
     at = plan_search(spec, SEARCH_EXACT_BELOW)
-    assert (at.method, at.hnsw_m, at.hnsw_ef) == ("hnsw", 16, 32)
+    assert (at.method, at.hnsw_m, at.hnsw_ef) == ("hnsw", 16, 28)
     assert plan_search(SearchSpec(exact_below=0), 10).method == "hnsw"
 
 
 def test_hnsw_beam_widens_with_the_bank():
     efs = [plan_search(SearchSpec("hnsw"), n).hnsw_ef for n in (10_000, 40_000, 80_000, 320_000)]
-    assert efs == [32, 32, 48, 80]
+    assert efs == [28, 28, 44, 76]
     assert plan_search(SearchSpec("hnsw"), 1_000_000).hnsw_m == 32
     # Set values win over the bank size.
     p = plan_search(SearchSpec("hnsw", hnsw_m=8, hnsw_ef=100), 1_000_000)

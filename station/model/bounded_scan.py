@@ -1,0 +1,82 @@
+"""Exact nearest bank row of a few queries, reading only the rows a projection cannot rule out.
+
+The exact second look of `MemoryBank.search_for_score` needs the true nearest row of the patches
+that make the image score. A dense scan reads the whole bank for them: 24 MB for 40,000 rows of
+152 channels, 7 to 10 ms per frame on this machine's memory for 15 queries, whatever their
+number. Here the bank is also kept projected on its top principal directions. With P orthonormal
+and R the rest of the space, for any query q and row x
+
+    |q - x|^2 = |P(q - x)|^2 + |R(q - x)|^2 >= |Pq - Px|^2 + (|Rq| - |Rx|)^2,
+
+a lower bound read from a quarter of the bytes. Given an upper bound u on a query's nearest
+distance (the row the approximate index found), a row whose bound exceeds u cannot be nearer;
+only the others are read in full. The answer is the dense scan's: the same row, to float
+rounding (the bound is loosened by `SLACK` so that rounding never rules out the nearest row).
+Measured on magnetic_tile's real features (40,000 rows, 40 directions), the top patches of 40
+test parts (1,271 queries): the same row as the dense scan for all of them, in 0.50x its time
+(p50 4.4 against 8.9 ms per frame, interleaved), reading about 5 % of the rows in full.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DIRECTIONS = 40  # principal directions kept for the bound (32: 0.63x, 48: 0.55x, 40: 0.50x)
+SLACK = 1e-3  # relative loosening of the bound against float32 rounding
+
+
+class BoundedScan:
+    """A bank's projection for exact nearest-row queries under an upper bound."""
+
+    def __init__(self, bank: np.ndarray, directions: int = DIRECTIONS) -> None:
+        x = np.asarray(bank, np.float64)
+        self.mean = x.mean(0)
+        centred = x - self.mean
+        # Eigenvectors of the covariance: deterministic (LAPACK on a D x D matrix), unlike a
+        # randomised PCA; their signs do not matter to a distance.
+        _, vecs = np.linalg.eigh(centred.T @ centred)
+        k = min(directions, x.shape[1])
+        self.proj = np.ascontiguousarray(vecs[:, ::-1][:, :k].T)  # k x D, float64
+        pb = centred @ self.proj.T
+        rest = np.sqrt(np.maximum(np.einsum("ij,ij->i", centred, centred) - (pb * pb).sum(1), 0))
+        # [Px, |Rx|] per row: the bound above is |q' - x'|^2 for q' = [Pq, |Rq|], one GEMM.
+        self.rows = np.ascontiguousarray(np.column_stack([pb, rest]), np.float32)  # M x (k+1)
+        self.row_sq = np.einsum("ij,ij->i", centred, centred).astype(np.float32)  # |x'|^2
+        self.bank = np.ascontiguousarray(bank, np.float32)
+        self.bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
+        self.read = 0  # bank rows read in full so far (for the bench's distance count)
+
+    @property
+    def bound_cost(self) -> float:
+        """One bound's cost in full-row distances (k + 1 of D channels)."""
+        return self.rows.shape[1] / self.bank.shape[1]
+
+    def nearest(self, q: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact nearest row (distance, index) of each query row, given `upper` >= its nearest
+        distance (an infinite bound reads every row)."""
+        q = np.ascontiguousarray(q, np.float32)
+        qc = q.astype(np.float64) - self.mean
+        pq = qc @ self.proj.T
+        q_sq = np.einsum("ij,ij->i", qc, qc)
+        rq = np.sqrt(np.maximum(q_sq - (pq * pq).sum(1), 0.0))
+        qa = np.column_stack([pq, rq]).astype(np.float32)
+        limit = (np.asarray(upper, np.float64) * (1.0 + SLACK) + 1e-6) ** 2 - q_sq
+        # bound^2 = |q'|^2 + |x'|^2 - 2 q'.x' <= upper^2  <=>  |x'|^2 - 2 q'.x' <= upper^2 - |q'|^2
+        near = qa @ self.rows.T
+        near *= -2.0
+        near += self.row_sq  # in place: the Q x M matrix is the largest thing written here
+        cand = np.flatnonzero((near <= limit[:, None].astype(np.float32)).any(0))
+        if cand.size == 0:  # rounding alone: read every row
+            cand = np.arange(self.bank.shape[0])
+        # One product over the rows any query could not rule out: each query's own candidates
+        # hold its nearest row, so the best over all of them is that row.
+        rows = self.bank[cand]
+        d2 = self.bank_sq[cand][None, :] - 2.0 * (q @ rows.T)
+        best = d2.argmin(1)
+        diff = rows[best] - q
+        dist = np.sqrt(np.einsum("ij,ij->i", diff, diff)).astype(np.float32)
+        self.read += cand.size * q.shape[0]
+        return dist, cand[best].astype(np.int64)
+
+
+__all__ = ["BoundedScan"]
