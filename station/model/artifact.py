@@ -39,9 +39,11 @@ from station.model.signing import SIGNATURE, Signer, Trust
 # Raised whenever a manifest gains a field that changes the scores, so that an older station
 # refuses a newer model instead of silently ignoring the field and judging parts differently.
 # 1: the first release. 2: preprocessing scale / exposure / max_tiles, score_top,
-# intensity_weight. 3: check_threshold (a CHECK band below the reject limit). Every older format
-# still loads (absent fields keep their old meaning).
-FORMAT_VERSION = 3
+# intensity_weight. 3: check_threshold (a CHECK band below the reject limit). 4: position_offsets
+# and position_hw (per-position normalisation: a station that ignored them would score every
+# part on another scale than its limit's). Every older format still loads (absent fields keep
+# their old meaning).
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 BANK = "memory_bank.npy"
 ONNX = "feature_extractor.onnx"
@@ -211,10 +213,11 @@ def write_derived(
 ) -> Path:
     """A version made from `base` (a new limit; a new `bank`): `base`'s verified extractor,
     signed only when `base` was verified as signed by a trusted key: a model let through
-    unsigned (model.allow_unsigned) must not come out of a derivation signed."""
+    unsigned (model.allow_unsigned) must not come out of a derivation signed. Written in this
+    station's format, whatever the base's: it may carry fields the base's format lacks."""
     return write_artifact(
         out,
-        manifest,
+        dataclasses.replace(manifest, format_version=FORMAT_VERSION),
         base.bank if bank is None else bank,
         base.onnx_model,
         signer if base.signed_by is not None else None,

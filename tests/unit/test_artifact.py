@@ -1,5 +1,6 @@
 """The model artifact: round trip, and refusal of truncated, tampered or newer-format files."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -78,7 +79,7 @@ def test_format_1_model_still_loads_with_its_old_meaning(artifact_copy: Path):
 
     f = artifact_copy / MANIFEST
     d = json.loads(f.read_text())
-    assert d["format_version"] == FORMAT_VERSION == 3
+    assert d["format_version"] == FORMAT_VERSION == 4
     d["format_version"] = 1
     for key in ("score_top", "intensity_weight", "check_threshold", "notes", "validation"):
         d.pop(key)
@@ -91,6 +92,26 @@ def test_format_1_model_still_loads_with_its_old_meaning(artifact_copy: Path):
     assert art.manifest.score_top == 0.0 and art.manifest.preprocessing.max_tiles == 0
     assert art.manifest.preprocessing.scale == 0.0
     assert art.manifest.check_threshold is None  # no CHECK band: OK / NOK as then
+
+
+def test_a_version_derived_from_an_older_format_is_written_in_this_stations(
+    artifact_copy: Path, tmp_path: Path
+):
+    """A new limit on a format-3 base may carry fields format 3 lacks (per-position offsets): an
+    older station must refuse it rather than read it without them."""
+    from station.model.artifact import FORMAT_VERSION, _manifest_hash, write_derived
+
+    f = artifact_copy / MANIFEST
+    d = json.loads(f.read_text())
+    d["format_version"] = 3
+    d["content_sha256"] = _manifest_hash(d)
+    f.write_text(json.dumps(d))
+    base = load_artifact(artifact_copy)
+    assert base.manifest.format_version == 3
+    out = write_derived(
+        tmp_path / "v2", dataclasses.replace(base.manifest, threshold=1.0), base, None
+    )
+    assert load_artifact(out).manifest.format_version == FORMAT_VERSION == 4
 
 
 def test_missing_onnx_is_refused(artifact_copy: Path):
