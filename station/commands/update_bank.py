@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         f"{product}/{report.artifact.name}: bank {report.bank_size} after adding "
         f"{report.n_train} parts ({report.n_calibration} held back), "
         f"{report.fit_seconds:.1f} s (not active yet)"
+        + (f"; per-position {report.position_norm}" if report.position_norm else "")
     )
     if args.json:
         args.json.write_text(
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
                     "held_back": report.n_calibration,
                     "bank_size": report.bank_size,
                     "seconds": round(report.fit_seconds, 2),
+                    "position_norm": report.position_norm,
                 },
                 indent=2,
             )

@@ -457,14 +457,20 @@ def update_bank(
     created_by: str | None = None,
     signer: Signer | None = None,
     trust: Trust | None = None,
+    holdout: float | None = None,
 ) -> FitReport:
     """A new version of `base` that also knows `images` (new good parts), without a refit.
 
     The new parts are prepared and featurised exactly as `base` was (its preprocessing and its
-    exported extractor), about 10 % of them held back for calibration, and the bank becomes a
-    coreset over the old bank plus their patches, sized as if all the parts had been fitted
-    together (capped by `cfg.max_bank`). The reject limit is kept (the technician validates and
-    changes it as usual); the calibration scores gain the held-back new parts.
+    exported extractor), about 10 % of them (or `holdout`) held back for calibration, and the
+    bank becomes a coreset over the old bank plus their patches, sized as if all the parts had
+    been fitted together (capped by `cfg.max_bank`). The reject limit is kept (the technician
+    validates and changes it as usual); the calibration scores gain the held-back new parts.
+
+    A base normalised by position gets its offsets measured again against the new bank when
+    at least position.MIN_PARTS held-back new parts have its size: a denser bank brings every
+    distance down, and the old offsets would then make every part look better than it is (a
+    drift toward misses). With fewer the old offsets are kept, and the report says so.
     """
     from station.model.artifact import load_artifact
     from station.runtime.onnx_runtime import OnnxRuntime
@@ -479,7 +485,7 @@ def update_bank(
         step("reading", i, len(images))
         shape = read_image(path).shape
         counts.append(valid_patch_count(shape[0], shape[1], m.preprocessing))
-    bank_idx, cal_idx = split_calibration(len(images), cfg.seed)
+    bank_idx, cal_idx = split_calibration(len(images), cfg.seed, holdout)
     rt = OnnxRuntime(artifact.onnx_model, threads=cfg.threads)
     try:
 
@@ -503,11 +509,28 @@ def update_bank(
     )
     memory = MemoryBank(bank, threads=cfg.threads)
     kept = position.Offsets.stored(m.position_offsets, m.position_hw)
+    per_part: dict[int, position.Offsets | None] = {int(i): kept for i in cal_idx}
+    why, offsets = "", m.position_offsets
+    if kept is not None:
+        fits = [int(i) for i in cal_idx if _fits(kept, *held[int(i)])]
+        if len(fits) >= position.MIN_PARTS:
+            dists = [patch_distances(memory, *held[i]) for i in fits]
+            offsets = [round(float(x), 5) for x in position.offsets(dists)]
+            for i, o in zip(fits, position.leave_one_out(dists), strict=True):
+                per_part[i] = position.Offsets(o, kept.hw)
+            why = f"offsets measured again against the new bank, from {len(fits)} new parts"
+        else:
+            why = (
+                f"offsets kept from {m.version}: {len(fits)} held-back new parts of its size, "
+                f"{position.MIN_PARTS} needed to measure them again"
+            )
     cal_scores = []
     for j, i in enumerate(cal_idx):
         step("scoring", j, len(cal_idx))
         f, p = held[int(i)]
-        cal_scores.append(score_features(memory, f, p, m.score_top, m.reweight_neighbors, kept))
+        cal_scores.append(
+            score_features(memory, f, p, m.score_top, m.reweight_neighbors, per_part[int(i)])
+        )
     fit_seconds = time.perf_counter() - step.t0
     out = Path(out)
     manifest = dataclasses.replace(
@@ -523,8 +546,10 @@ def update_bank(
         n_train=m.n_train + len(bank_idx),
         fit_seconds=round(fit_seconds, 3),
         validation={},
-        notes=f"bank of {m.version} updated with {len(images)} new good parts",
+        notes=f"bank of {m.version} updated with {len(images)} new good parts"
+        + (f"; {why}" if why else ""),
         files={},
+        position_offsets=list(offsets),
     )
     step("writing", 0, 1)
     write_derived(out, manifest, artifact, signer, bank)
@@ -542,7 +567,14 @@ def update_bank(
             (Path(images[i]).name, round(float(sc), 6))
             for i, sc in zip(cal_idx, cal_scores, strict=True)
         ),
+        position_norm=why,
     )
+
+
+def _fits(offsets: position.Offsets, feats: np.ndarray, prepared: Prepared) -> bool:
+    """Whether a prepared part has the size and patch count the offsets were measured on."""
+    n = int(prepared.valid_patches().sum())
+    return offsets.for_part((prepared.height, prepared.width), n) is not None
 
 
 def _leave_one_out(

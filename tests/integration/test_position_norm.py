@@ -16,9 +16,9 @@ from station.core.imageio import read_image
 from station.inspect import evaluation
 from station.inspect.metrics import auroc
 from station.model import position
-from station.model.patchcore import PatchCore, training_images
-from station.model.preprocess import valid_patch_count
-from station.model.training import fit
+from station.model.patchcore import PatchCore, patch_distances, training_images
+from station.model.preprocess import prepare, valid_patch_count
+from station.model.training import fit, update_bank
 
 HOLDOUT = 0.3  # 12 of the fixture's 40 parts held back: enough for the means (position.MIN_PARTS)
 
@@ -150,3 +150,52 @@ def test_training_scores_share_the_held_back_parts_scale(fitted: dict[str, Path]
         held = np.median([s for _, s in d["held"]])
         training = np.median([s for _, s in d["training"]])
         assert 0.5 < training / held < 2.0, (mode, training, held)
+
+
+@pytest.fixture(scope="module")
+def updated(
+    demo_product: Path, demo_model_config: ModelConfig, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, object, object, list[Path]]:
+    """A base normalised by position, fitted on 20 parts, updated twice with the other 20: with
+    10 of them held back (enough to measure the offsets again) and with 3."""
+    root = tmp_path_factory.mktemp("update")
+    images = training_images(demo_product)
+    base = fit(images[:20], demo_model_config, root / "base", progress=False, holdout=0.5)
+    again = update_bank(base.artifact, images[20:], demo_model_config, root / "v2", holdout=0.5)
+    few = update_bank(base.artifact, images[20:], demo_model_config, root / "v3")
+    return base.artifact, again.artifact, again, few, images[20:]
+
+
+def test_update_bank_measures_the_offsets_again_against_the_new_bank(updated):
+    base, new, report, _, added = updated
+    old = np.array(json.loads((base / "manifest.json").read_text())["position_offsets"])
+    got = np.array(json.loads((new / "manifest.json").read_text())["position_offsets"])
+    assert old.size and got.size == old.size
+    assert "measured again" in report.position_norm and "10 new parts" in report.position_norm
+    # They are the held-back new parts' mean exact distance at each location, new bank.
+    held = {name for name, _ in report.calibration}
+    model = PatchCore.load(new, "onnx")
+    try:
+        dists = []
+        for path in added:
+            if path.name in held:
+                p = prepare(read_image(path), model.pre)
+                dists.append(patch_distances(model.bank, model.runtime.features(p.batch), p))
+    finally:
+        model.close()
+    assert len(dists) == 10
+    np.testing.assert_allclose(got, np.mean(dists, axis=0), rtol=1e-3, atol=1e-3)
+    # The denser bank is nearer to good parts everywhere: the old offsets were too large.
+    assert got.mean() < old.mean()
+
+
+def test_update_bank_keeps_the_offsets_with_too_few_new_parts_and_says_so(updated):
+    base, _, _, few, _ = updated
+    old = json.loads((base / "manifest.json").read_text())["position_offsets"]
+    kept = json.loads((few.artifact / "manifest.json").read_text())
+    assert kept["position_offsets"] == old
+    assert (
+        "kept from base" in few.position_norm
+        and f"{position.MIN_PARTS} needed" in few.position_norm
+    )
+    assert few.position_norm in kept["notes"]
