@@ -29,20 +29,35 @@ class BoundedScan:
     """A bank's projection for exact nearest-row queries under an upper bound."""
 
     def __init__(self, bank: np.ndarray, directions: int = DIRECTIONS) -> None:
-        x = np.asarray(bank, np.float64)
-        self.mean = x.mean(0)
-        centred = x - self.mean
+        self.bank = np.ascontiguousarray(bank, np.float32)
+        m, dim = self.bank.shape
+        # Mean and covariance in float64, a chunk of rows at a time: no float64 copy of a bank
+        # that may hold a million rows on an 8 GB Jetson.
+        total, cov = np.zeros(dim), np.zeros((dim, dim))
+        for part in _chunks(self.bank):
+            p64 = part.astype(np.float64)
+            total += p64.sum(0)
+            cov += p64.T @ p64
+        self.mean = total / m
+        cov -= m * np.outer(self.mean, self.mean)
         # Eigenvectors of the covariance: deterministic (LAPACK on a D x D matrix), unlike a
         # randomised PCA; their signs do not matter to a distance.
-        _, vecs = np.linalg.eigh(centred.T @ centred)
-        k = min(directions, x.shape[1])
+        _, vecs = np.linalg.eigh(cov)
+        k = min(directions, dim)
         self.proj = np.ascontiguousarray(vecs[:, ::-1][:, :k].T)  # k x D, float64
-        pb = centred @ self.proj.T
-        rest = np.sqrt(np.maximum(np.einsum("ij,ij->i", centred, centred) - (pb * pb).sum(1), 0))
         # [Px, |Rx|] per row: the bound above is |q' - x'|^2 for q' = [Pq, |Rq|], one GEMM.
-        self.rows = np.ascontiguousarray(np.column_stack([pb, rest]), np.float32)  # M x (k+1)
-        self.row_sq = np.einsum("ij,ij->i", centred, centred).astype(np.float32)  # |x'|^2
-        self.bank = np.ascontiguousarray(bank, np.float32)
+        self.rows = np.empty((m, k + 1), np.float32)
+        self.row_sq = np.empty(m, np.float32)  # |x'|^2 = |x - mean|^2
+        start = 0
+        for part in _chunks(self.bank):
+            c = part.astype(np.float64) - self.mean
+            pb = c @ self.proj.T
+            sq = np.einsum("ij,ij->i", c, c)
+            end = start + len(part)
+            self.rows[start:end, :k] = pb
+            self.rows[start:end, k] = np.sqrt(np.maximum(sq - np.einsum("ij,ij->i", pb, pb), 0))
+            self.row_sq[start:end] = sq
+            start = end
         self.bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
         self.read = 0  # bank rows read in full so far (for the bench's distance count)
 
@@ -77,6 +92,10 @@ class BoundedScan:
         dist = np.sqrt(np.einsum("ij,ij->i", diff, diff)).astype(np.float32)
         self.read += cand.size * q.shape[0]
         return dist, cand[best].astype(np.int64)
+
+
+def _chunks(bank: np.ndarray, rows: int = 65536) -> list[np.ndarray]:
+    return [bank[s : s + rows] for s in range(0, bank.shape[0], rows)]
 
 
 __all__ = ["BoundedScan"]
