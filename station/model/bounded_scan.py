@@ -21,8 +21,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from station.core.errors import ModelError
+
 DIRECTIONS = 40  # principal directions kept for the bound (32: 0.63x, 48: 0.55x, 40: 0.50x)
-SLACK = 1e-3  # relative loosening of the bound against float32 rounding
+SLACK = 1e-3  # relative loosening of the bound against float32 rounding of u
+# The bound is summed in float32 from terms as large as |q - mean|^2 and |x - mean|^2: its
+# rounding is about 1e-7 of those, which SLACK alone does not cover when u is small beside them
+# (a patch that matches a bank row exactly, u = 0). This share of them is added too.
+MAGNITUDE_SLACK = 1e-5
+QUERY_CHUNK = 256  # queries per Q x M bound matrix (256 x 1,000,000 rows: 1 GB)
 
 
 class BoundedScan:
@@ -40,6 +47,8 @@ class BoundedScan:
             cov += p64.T @ p64
         self.mean = total / m
         cov -= m * np.outer(self.mean, self.mean)
+        if not np.isfinite(cov).all():
+            raise ModelError("the memory bank holds values that are not finite numbers")
         # Eigenvectors of the covariance: deterministic (LAPACK on a D x D matrix), unlike a
         # randomised PCA; their signs do not matter to a distance.
         _, vecs = np.linalg.eigh(cov)
@@ -59,6 +68,7 @@ class BoundedScan:
             self.row_sq[start:end] = sq
             start = end
         self.bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
+        self.max_row_sq = float(self.row_sq.max())
         self.read = 0  # bank rows read in full so far (for the bench's distance count)
 
     @property
@@ -70,18 +80,28 @@ class BoundedScan:
         """Exact nearest row (distance, index) of each query row, given `upper` >= its nearest
         distance (an infinite bound reads every row)."""
         q = np.ascontiguousarray(q, np.float32)
+        dist = np.empty(q.shape[0], np.float32)
+        idx = np.empty(q.shape[0], np.int64)
+        for s in range(0, q.shape[0], QUERY_CHUNK):
+            part = slice(s, s + QUERY_CHUNK)
+            dist[part], idx[part] = self._nearest(q[part], np.asarray(upper, np.float64)[part])
+        return dist, idx
+
+    def _nearest(self, q: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         qc = q.astype(np.float64) - self.mean
         pq = qc @ self.proj.T
         q_sq = np.einsum("ij,ij->i", qc, qc)
         rq = np.sqrt(np.maximum(q_sq - (pq * pq).sum(1), 0.0))
         qa = np.column_stack([pq, rq]).astype(np.float32)
-        limit = (np.asarray(upper, np.float64) * (1.0 + SLACK) + 1e-6) ** 2 - q_sq
+        rounding = MAGNITUDE_SLACK * (q_sq + self.max_row_sq)
+        limit = (upper * (1.0 + SLACK) + 1e-6) ** 2 - q_sq + rounding
         # bound^2 = |q'|^2 + |x'|^2 - 2 q'.x' <= upper^2  <=>  |x'|^2 - 2 q'.x' <= upper^2 - |q'|^2
         near = qa @ self.rows.T
         near *= -2.0
         near += self.row_sq  # in place: the Q x M matrix is the largest thing written here
-        cand = np.flatnonzero((near <= limit[:, None].astype(np.float32)).any(0))
-        if cand.size == 0:  # rounding alone: read every row
+        ok = near <= limit[:, None].astype(np.float32)
+        cand = np.flatnonzero(ok.any(0))
+        if not ok.any(1).all():  # a query its bound left nothing to (no upper bound): all rows
             cand = np.arange(self.bank.shape[0])
         # One product over the rows any query could not rule out: each query's own candidates
         # hold its nearest row, so the best over all of them is that row.

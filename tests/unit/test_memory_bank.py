@@ -111,3 +111,28 @@ def test_the_bounded_scan_finds_the_dense_scans_nearest_row_reading_few_rows():
     scan.read = 0
     scan.nearest(near, want[: len(near)])
     assert scan.read < 0.2 * len(near) * len(bank)  # a tight bound reads a fraction of the bank
+
+
+def test_the_bounded_scan_finds_patches_that_are_bank_rows():
+    """A patch equal to a bank row (a uniform border, a part seen in training) has distance 0: its
+    bound must survive float32 rounding of terms far larger than 0."""
+    from station.model.bounded_scan import BoundedScan
+
+    rng = np.random.default_rng(5)
+    bank = (rng.normal(0, 1, (5000, 64)) + rng.normal(0, 6, (1, 64))).astype(np.float32)
+    bank[:, :8] *= 20  # most of the spread on a few directions, as in real features
+    picked = rng.choice(5000, 40, replace=False)
+    q = bank[picked].copy()
+    scan = BoundedScan(bank, directions=16)
+    dist, idx = scan.nearest(q, np.zeros(len(q)))  # the index found the row itself: u = 0
+    np.testing.assert_array_equal(idx, picked)
+    assert np.all(dist < 1e-3)
+    # Through the bank's search: every such patch's exact distance is 0, not a neighbour's.
+    from station.model.memory_bank import MemoryBank
+    from station.model.search import SearchPlan
+
+    mb = MemoryBank(bank, plan=SearchPlan("hnsw", hnsw_m=16, hnsw_ef=28, ef_construction=40))
+    patches = np.concatenate([q, rng.normal(0, 3, (300, 64)).astype(np.float32) + bank.mean(0)])
+    nn = mb.search_for_score(patches, 1.0)  # top 1.0: every patch is looked at exactly
+    exact = mb.exact_search(patches, 1)
+    np.testing.assert_allclose(nn.distances[:, 0], exact.distances[:, 0], rtol=1e-4, atol=1e-3)
