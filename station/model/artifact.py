@@ -44,6 +44,14 @@ from station.model.signing import SIGNATURE, Signer, Trust
 # part on another scale than its limit's). Every older format still loads (absent fields keep
 # their old meaning).
 FORMAT_VERSION = 4
+
+
+def format_needed(m: Manifest) -> int:
+    """The oldest format that holds what this manifest uses: a model without per-position
+    offsets stays readable by a format-3 station (a fleet is not updated in one day)."""
+    return 4 if len(m.position_offsets) else 3
+
+
 MANIFEST = "manifest.json"
 BANK = "memory_bank.npy"
 ONNX = "feature_extractor.onnx"
@@ -188,7 +196,7 @@ def write_artifact(
             name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
             for name in (BANK, ONNX)
         }
-        d = manifest.to_json()
+        d = dataclasses.replace(manifest, format_version=format_needed(manifest)).to_json()
         d["files"] = files
         d["content_sha256"] = _manifest_hash(d)
         body = json.dumps(d, indent=2).encode()
@@ -213,11 +221,11 @@ def write_derived(
 ) -> Path:
     """A version made from `base` (a new limit; a new `bank`): `base`'s verified extractor,
     signed only when `base` was verified as signed by a trusted key: a model let through
-    unsigned (model.allow_unsigned) must not come out of a derivation signed. Written in this
-    station's format, whatever the base's: it may carry fields the base's format lacks."""
+    unsigned (model.allow_unsigned) must not come out of a derivation signed. Written in the
+    format its fields need (write_artifact), whatever the base's."""
     return write_artifact(
         out,
-        dataclasses.replace(manifest, format_version=FORMAT_VERSION),
+        manifest,
         base.bank if bank is None else bank,
         base.onnx_model,
         signer if base.signed_by is not None else None,

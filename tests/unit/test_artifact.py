@@ -79,7 +79,7 @@ def test_format_1_model_still_loads_with_its_old_meaning(artifact_copy: Path):
 
     f = artifact_copy / MANIFEST
     d = json.loads(f.read_text())
-    assert d["format_version"] == FORMAT_VERSION == 4
+    assert FORMAT_VERSION == 4 and d["format_version"] == (4 if d["position_offsets"] else 3)
     d["format_version"] = 1
     for key in ("score_top", "intensity_weight", "check_threshold", "notes", "validation"):
         d.pop(key)
@@ -94,24 +94,24 @@ def test_format_1_model_still_loads_with_its_old_meaning(artifact_copy: Path):
     assert art.manifest.check_threshold is None  # no CHECK band: OK / NOK as then
 
 
-def test_a_version_derived_from_an_older_format_is_written_in_this_stations(
+def test_a_version_is_written_in_the_oldest_format_that_holds_its_fields(
     artifact_copy: Path, tmp_path: Path
 ):
-    """A new limit on a format-3 base may carry fields format 3 lacks (per-position offsets): an
-    older station must refuse it rather than read it without them."""
-    from station.model.artifact import FORMAT_VERSION, _manifest_hash, write_derived
+    """Per-position offsets need format 4, so an older station refuses such a version by name
+    instead of scoring without them; a version without them stays readable by a format-3 one,
+    and a version derived from a format-3 base that has them is written as 4."""
+    from station.model.artifact import write_derived
 
-    f = artifact_copy / MANIFEST
-    d = json.loads(f.read_text())
-    d["format_version"] = 3
-    d["content_sha256"] = _manifest_hash(d)
-    f.write_text(json.dumps(d))
     base = load_artifact(artifact_copy)
-    assert base.manifest.format_version == 3
-    out = write_derived(
-        tmp_path / "v2", dataclasses.replace(base.manifest, threshold=1.0), base, None
+    plain = dataclasses.replace(base.manifest, threshold=1.0, position_offsets=[], position_hw=[])
+    out = write_derived(tmp_path / "plain", plain, base, None)
+    assert json.loads((out / MANIFEST).read_text())["format_version"] == 3
+    normalised = dataclasses.replace(
+        plain, format_version=3, position_offsets=[0.5] * 16, position_hw=[32, 32]
     )
-    assert load_artifact(out).manifest.format_version == FORMAT_VERSION == 4
+    out = write_derived(tmp_path / "normalised", normalised, base, None)
+    assert json.loads((out / MANIFEST).read_text())["format_version"] == 4
+    assert load_artifact(out).manifest.position_offsets == [0.5] * 16
 
 
 def test_missing_onnx_is_refused(artifact_copy: Path):
