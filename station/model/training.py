@@ -470,7 +470,8 @@ def update_bank(
     A base normalised by position gets its offsets measured again against the new bank when
     at least position.MIN_PARTS held-back new parts have its size: a denser bank brings every
     distance down, and the old offsets would then make every part look better than it is (a
-    drift toward misses). With fewer the old offsets are kept, and the report says so.
+    drift toward misses). So from 20 new parts on, at least 10 are held back by default; with
+    fewer the old offsets are kept, and the report says so.
     """
     from station.model.artifact import load_artifact
     from station.runtime.onnx_runtime import OnnxRuntime
@@ -485,6 +486,10 @@ def update_bank(
         step("reading", i, len(images))
         shape = read_image(path).shape
         counts.append(valid_patch_count(shape[0], shape[1], m.preprocessing))
+    if holdout is None and m.position_offsets and len(images) >= 2 * position.MIN_PARTS:
+        # Enough held back to measure a normalised base's offsets again (see above): 10 % of
+        # fewer than 100 parts would leave the old ones in place.
+        holdout = max(0.1, position.MIN_PARTS / len(images))
     bank_idx, cal_idx = split_calibration(len(images), cfg.seed, holdout)
     rt = OnnxRuntime(artifact.onnx_model, threads=cfg.threads)
     try:

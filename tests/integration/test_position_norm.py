@@ -156,13 +156,13 @@ def test_training_scores_share_the_held_back_parts_scale(fitted: dict[str, Path]
 def updated(
     demo_product: Path, demo_model_config: ModelConfig, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path, object, object, list[Path]]:
-    """A base normalised by position, fitted on 20 parts, updated twice with the other 20: with
-    10 of them held back (enough to measure the offsets again) and with 3."""
+    """A base normalised by position, fitted on 20 parts, updated with the other 20 (by default
+    10 of them held back: enough to measure the offsets again) and with 3 held back."""
     root = tmp_path_factory.mktemp("update")
     images = training_images(demo_product)
     base = fit(images[:20], demo_model_config, root / "base", progress=False, holdout=0.5)
-    again = update_bank(base.artifact, images[20:], demo_model_config, root / "v2", holdout=0.5)
-    few = update_bank(base.artifact, images[20:], demo_model_config, root / "v3")
+    again = update_bank(base.artifact, images[20:], demo_model_config, root / "v2")
+    few = update_bank(base.artifact, images[20:], demo_model_config, root / "v3", holdout=0.15)
     return base.artifact, again.artifact, again, few, images[20:]
 
 
