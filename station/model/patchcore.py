@@ -257,12 +257,17 @@ def image_score(
     raw = nn.distances[:, 0]
     dist = raw if offsets is None else raw - offsets
     if top > 0:
-        k = max(1, round(top * dist.size))
-        return float(np.partition(dist, dist.size - k)[dist.size - k :].mean())
+        return top_mean(dist, top)
     best = int(np.argmax(dist))
     nearest = int(nn.indices[best, 0])
     shift = 0.0 if offsets is None else float(offsets[best])
     return bank.reweighted_score(rows[best], nearest, float(raw[best]), neighbours) - shift
+
+
+def top_mean(dist: np.ndarray, top: float) -> float:
+    """The mean of the highest `top` fraction of patch scores, at least one patch."""
+    k = max(1, round(top * dist.size))
+    return float(np.partition(dist, dist.size - k)[dist.size - k :].mean())
 
 
 def score_features(

@@ -75,6 +75,14 @@ def leave_one_out(distances: Sequence[np.ndarray]) -> np.ndarray:
     return ((d.sum(axis=0) - d) / (n - 1)).astype(np.float32)
 
 
+def measured(
+    distances: Sequence[np.ndarray], hw: tuple[int, int]
+) -> tuple[np.ndarray, list[Offsets]]:
+    """What fit and update-bank take from held-back good parts' patch distances: the offsets,
+    and per part the leave-one-out offsets its own calibration score is made with."""
+    return offsets(distances), [Offsets(o, hw) for o in leave_one_out(distances)]
+
+
 @dataclass(frozen=True)
 class Offsets:
     """A model's per-location offsets and the part size (h, w) they belong to."""

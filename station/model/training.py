@@ -32,6 +32,7 @@ from station.model.patchcore import (
     extract_features,
     patch_distances,
     score_features,
+    top_mean,
     valid_patch_features,
 )
 from station.model.preprocess import (
@@ -371,9 +372,9 @@ def fit(
         offsets = np.zeros(0, np.float32)
         if use_offsets:
             dists = [patch_distances(memory, *held[int(i)]) for i in cal_idx]
-            offsets = position.offsets(dists)
             hw = (int(shape["min_hw"][0]), int(shape["min_hw"][1]))
-            cal_loo = [position.Offsets(o, hw) for o in position.leave_one_out(dists)]
+            offsets, loo = position.measured(dists, hw)
+            cal_loo = list(loo)
         cal_scores = []
         for j, i in enumerate(cal_idx):
             step("scoring", j, n_score)
@@ -519,10 +520,11 @@ def update_bank(
     if kept is not None:
         fits = [int(i) for i in cal_idx if _fits(kept, *held[int(i)])]
         if len(fits) >= position.MIN_PARTS:
-            dists = [patch_distances(memory, *held[i]) for i in fits]
-            offsets = [round(float(x), 5) for x in position.offsets(dists)]
-            for i, o in zip(fits, position.leave_one_out(dists), strict=True):
-                per_part[i] = position.Offsets(o, kept.hw)
+            values, loo = position.measured(
+                [patch_distances(memory, *held[i]) for i in fits], kept.hw
+            )
+            offsets = [round(float(x), 5) for x in values]
+            per_part.update(zip(fits, loo, strict=True))
             why = f"offsets measured again against the new bank, from {len(fits)} new parts"
         else:
             why = (
@@ -604,7 +606,4 @@ def _leave_one_out(
     dist[none] = nn.distances[none, -1]
     if offsets is not None:  # on the held-back parts' scale (one size: the offsets fit)
         dist = dist - offsets
-    if top > 0:
-        k = max(1, round(top * dist.size))
-        return float(np.partition(dist, dist.size - k)[dist.size - k :].mean())
-    return float(dist.max())
+    return top_mean(dist, top) if top > 0 else float(dist.max())
