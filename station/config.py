@@ -38,6 +38,9 @@ BACKBONE_NAMES = (
 # features, exact search over 5,000 rows cost 0.84x the backbone and over 10,000 rows 1.6x.
 SEARCH_METHODS = ("auto", "exact", "hnsw", "ivf", "graph")
 POSITION_NORM_MODES = ("auto", "on", "off")
+# model.exposure: per-image gain ("auto"), none ("fixed"), or fit picks one from the training
+# images' brightness ("choose"; station.model.preprocess.choose_exposure)
+EXPOSURE_MODES = ("choose", "fixed", "auto")
 SEARCH_EXACT_BELOW = 5000
 
 
@@ -120,7 +123,9 @@ class ModelConfig:
     scale: float = num(0.0, 0, 16)
     # with scale > 0: at most this many windows a part (bigger ones shrink)
     max_tiles: int = num(0, 0, 4096)
-    exposure: str = "fixed"  # "auto": per-image gain cancels exposure/illumination changes
+    # "auto": per-image gain cancels exposure/illumination changes; "fixed"; "choose" = fit
+    # picks "auto" when the training images' brightness varies (station.model.preprocess)
+    exposure: str = "choose"
     aggregation: int = num(3, 1, 15)  # local neighbourhood (p x p) averaged around each patch
     # channel reduction target; 0 = keep the concatenated channels
     feature_dim: int = num(0, 0, 65536)
@@ -622,6 +627,9 @@ def validate(cfg: StationConfig) -> None:
     if cfg.model.position_norm not in POSITION_NORM_MODES:
         choices = ", ".join(POSITION_NORM_MODES)
         raise bad("model.position_norm", f"'{cfg.model.position_norm}' is not one of {choices}")
+    if cfg.model.exposure not in EXPOSURE_MODES:
+        choices = ", ".join(EXPOSURE_MODES)
+        raise bad("model.exposure", f"'{cfg.model.exposure}' is not one of {choices}")
     if cfg.model.search not in SEARCH_METHODS:
         raise bad("model.search", f"'{cfg.model.search}' is not one of {', '.join(SEARCH_METHODS)}")
     if cfg.model.image_size < 32 or cfg.model.image_size % 16:

@@ -97,7 +97,7 @@ def study_update(
     items = test_items(data)
     labels = np.array([it.defect_type != "good" for it in items])
     fx, pre, _ = build_extractor(cfg)
-    pre, _, counts = survey_images(images, pre, lambda *_: None)
+    pre, _, counts, _ = survey_images(images, pre, lambda *_: None)
     with tempfile.TemporaryDirectory() as tmp:
         rt = OnnxRuntime(export_onnx(fx, pre.image_size, Path(tmp) / "fx.onnx"), cfg.threads)
         try:

@@ -285,7 +285,7 @@ def _read_manifest(path: Path) -> tuple[Manifest, dict[str, Any], bytes]:
         raise ModelError(f"{mpath}: manifest was modified after it was written (hash mismatch)")
     try:
         return Manifest.from_json(d), d, body
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{mpath}: manifest is missing or has a wrong field ({exc})") from None
 
 

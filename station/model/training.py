@@ -38,6 +38,8 @@ from station.model.patchcore import (
 from station.model.preprocess import (
     Prepared,
     Preprocessing,
+    bright_level,
+    choose_exposure,
     pixel_max_for,
     prepare,
     valid_patch_count,
@@ -160,6 +162,8 @@ class FitReport:
     training_scores: tuple[tuple[str, float], ...] = ()
     # Per-position normalisation: whether it is on and why (station.model.position.choose).
     position_norm: str = ""
+    # The exposure the model runs with and why (station.model.preprocess.choose_exposure).
+    exposure: str = ""
 
 
 def split_calibration(
@@ -188,9 +192,10 @@ def _shape_summary(shapes: Sequence[tuple[int, ...]]) -> dict[str, Any]:
 
 def survey_images(
     images: Sequence[Path], pre: Preprocessing, step: Callable[[str, int, int], None]
-) -> tuple[Preprocessing, dict[str, Any], list[int]]:
-    """fit's first pass: what the preprocessing needs from the whole set (full scale, colour),
-    the set's shapes, and how many bank rows each image gives.
+) -> tuple[Preprocessing, dict[str, Any], list[int], str]:
+    """fit's first pass: what the preprocessing needs from the whole set (full scale, colour,
+    and with exposure "choose" whether each part gets its own gain), the set's shapes, how many
+    bank rows each image gives, and why the exposure is what it is.
 
     No image is kept (the second pass reads them again: 200 long strips held at once, with
     their tiles and features, took 8.6 GB)."""
@@ -199,11 +204,16 @@ def survey_images(
         step("reading", i, len(images))
         a = read_image(path)
         n = valid_patch_count(a.shape[0], a.shape[1], pre)
-        stats.append((float(a.max()), a.ndim == 3, a.shape, n))
+        stats.append((float(a.max()), a.ndim == 3, a.shape, n, bright_level(a)))
     step("reading", len(images), len(images))
     pixel_max = pixel_max_for(max(x[0] for x in stats))
-    pre = dataclasses.replace(pre, pixel_max=pixel_max, color=any(x[1] for x in stats))
-    return pre, _shape_summary([x[2] for x in stats]), [x[3] for x in stats]
+    exposure, why = pre.exposure, f"{pre.exposure} (model.exposure)"
+    if exposure == "choose":
+        exposure, why = choose_exposure([x[4] for x in stats])
+    pre = dataclasses.replace(
+        pre, pixel_max=pixel_max, color=any(x[1] for x in stats), exposure=exposure
+    )
+    return pre, _shape_summary([x[2] for x in stats]), [x[3] for x in stats], why
 
 
 def bank_rows_for(n_patches: int, cfg: ModelConfig) -> int:
@@ -334,7 +344,7 @@ def fit(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     fx, pre, bb = build_extractor(cfg)
-    pre, shape, counts = survey_images(images, pre, step)
+    pre, shape, counts, exposure_why = survey_images(images, pre, step)
     bank_idx, cal_idx = split_calibration(len(images), cfg.seed, holdout)
     n_rows = [counts[i] for i in bank_idx]
 
@@ -444,6 +454,7 @@ def fit(
         ),
         training_scores=tuple(training),
         position_norm=why,
+        exposure=exposure_why,
     )
 
 

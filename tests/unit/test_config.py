@@ -43,6 +43,7 @@ def test_unknown_key_names_file_key_and_suggestion(tmp_path: Path):
         ("scale = -1.0", r"model.scale: -1.0 is out of range: must be at least 0"),
         ("max_tiles = -2", r"model.max_tiles: -2 is out of range: must be at least 0"),
         ("position_norm = 'yes'", r"model.position_norm: 'yes' is not one of auto, on, off"),
+        ("exposure = 'manual'", r"model.exposure: 'manual' is not one of choose, fixed, auto"),
     ],
 )
 def test_wrong_type_and_value(tmp_path: Path, line: str, message: str):
