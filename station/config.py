@@ -622,16 +622,15 @@ def validate(cfg: StationConfig) -> None:
             f"registers {outs.start}..{outs.stop - 1} overlap plc.inputs ({ins.start}.."
             f"{ins.stop - 1})",
         )
-    if cfg.model.runtime not in ("torch", "onnx", "tensorrt"):
-        raise bad("model.runtime", f"'{cfg.model.runtime}' is not one of torch, onnx, tensorrt")
-    if cfg.model.position_norm not in POSITION_NORM_MODES:
-        choices = ", ".join(POSITION_NORM_MODES)
-        raise bad("model.position_norm", f"'{cfg.model.position_norm}' is not one of {choices}")
-    if cfg.model.exposure not in EXPOSURE_MODES:
-        choices = ", ".join(EXPOSURE_MODES)
-        raise bad("model.exposure", f"'{cfg.model.exposure}' is not one of {choices}")
-    if cfg.model.search not in SEARCH_METHODS:
-        raise bad("model.search", f"'{cfg.model.search}' is not one of {', '.join(SEARCH_METHODS)}")
+    for key, allowed in (
+        ("runtime", ("torch", "onnx", "tensorrt")),
+        ("position_norm", POSITION_NORM_MODES),
+        ("exposure", EXPOSURE_MODES),
+        ("search", SEARCH_METHODS),
+    ):
+        value = getattr(cfg.model, key)
+        if value not in allowed:
+            raise bad(f"model.{key}", f"'{value}' is not one of {', '.join(allowed)}")
     if cfg.model.image_size < 32 or cfg.model.image_size % 16:
         raise bad("model.image_size", "must be a multiple of 16 and at least 32")
     if cfg.records.on_failure not in ("stop", "keep"):

@@ -23,6 +23,7 @@ EXPOSURE_TARGET = 0.9  # where "auto" exposure puts the 99th percentile (headroo
 # (bright_level) varies more than this between their 10th and 90th percentiles. Measured:
 # magnetic_tile 2.32 (shot at six exposures), the demo product 1.09, deeppcb 1.00 (binarised).
 EXPOSURE_SPREAD = 1.25
+RESOLVED_EXPOSURES = ("fixed", "auto")  # what a manifest may hold: "choose" is resolved at fit
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,9 @@ class Preprocessing:
 
 
 def _stored_exposure(value: object) -> str:
-    # A manifest holds the exposure fit resolved; anything else would silently run as "fixed".
-    if value not in ("fixed", "auto"):
+    # A manifest holds the exposure fit resolved (never "choose"); anything else would silently
+    # run as "fixed".
+    if value not in RESOLVED_EXPOSURES:
         raise ValueError(f"preprocessing exposure {value!r} is not 'fixed' or 'auto'")
     return str(value)
 
