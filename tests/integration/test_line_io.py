@@ -36,7 +36,9 @@ from station.config import (
 )
 from station.core.errors import StationError
 from station.core.result import StationState, Verdict
+from station.model.artifact import load_artifact, write_derived
 from station.model.patchcore import PatchCore
+from station.model.signing import Signer, Trust, trust_folder
 from station.outputs.drivers import (
     GenICamLine,
     GpiodLine,
@@ -345,6 +347,7 @@ def test_a_trigger_while_the_line_is_paused_is_answered_nok_with_error(
 def test_plc_switches_the_product_as_its_own_audited_session(
     demo_product: Path,
     demo_model: Path,
+    plant_key: Signer,
     trust_plant_key: Callable[[Path], Path],
     plc: PlcSim,
     stations: Callable[..., StationApp],
@@ -354,8 +357,12 @@ def test_plc_switches_the_product_as_its_own_audited_session(
     audited switch, as the session 'plc@host:port' (technician); an unknown number is an Error
     with code 3 and switches nothing."""
     data = trust_plant_key(tmp_path / "data")
-    for product in ("demo", "other"):
-        shutil.copytree(demo_model, data / "models" / product / "v0001")
+    shutil.copytree(demo_model, data / "models" / "demo" / "v0001")
+    # "other" gets a model sealed for it: the line refuses a model copied in from another
+    # product's folder (and would then never deliver a part of "other").
+    base = load_artifact(demo_model, Trust.load(trust_folder(data)))
+    manifest = dataclasses.replace(base.manifest, product="other")
+    write_derived(data / "models" / "other" / "v0001", manifest, base, plant_key)
     cfg = config(
         demo_product,
         fps=4,
@@ -382,8 +389,12 @@ def test_plc_switches_the_product_as_its_own_audited_session(
     assert plc.status_writes[-1][1][0] & ERROR
     assert station.product == "other"
     assert any("recipe" in a for a in station.status().alarms)
-    # Without a Trigger (plc.trigger = false), each part the camera delivers is reported too.
-    wait_until(lambda: len(plc.results) >= 3, 10, "results of free-running parts")
+    # Without a Trigger (plc.trigger = false), each part the camera delivers is reported too,
+    # by the other product's model. The camera waits while that model loads (seconds on a
+    # loaded CI machine): the time allowed is the first start's.
+    seen = len(plc.results)
+    wait_until(lambda: len(plc.results) >= seen + 3, 60, "results of free-running parts")
+    assert station.status().model_version == "other/v0001"
 
 
 # -- fail-safe ---------------------------------------------------------------------------------
