@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         "threshold": report.threshold,
         "position_norm": report.position_norm,
         "exposure": report.exposure,
+        "discriminator": report.discriminator,
     }
     if auto is not None:
         summary["auto"] = auto.to_json()
@@ -100,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         f"fitted {report.artifact}: {report.n_train} images ({report.n_calibration} held out for "
         f"calibration), bank {report.bank_size} of {report.n_patches} patches, "
         f"threshold {report.threshold:.4g}, fit time {report.fit_seconds:.1f} s; per-position "
-        f"normalisation {report.position_norm}; exposure {report.exposure}"
+        f"normalisation {report.position_norm}; exposure {report.exposure}; "
+        f"discriminator {report.discriminator}"
     )
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))

@@ -60,6 +60,7 @@ STAGE_WORDS = {
     "reading": "reading the parts",
     "features": "features of each part",
     "coreset": "choosing the memory bank",
+    "discriminator": "learning what defects look like",
     "scoring": "scoring the held-back parts",
     "writing": "writing the model",
 }

@@ -42,13 +42,16 @@ from station.model.signing import SIGNATURE, Signer, Trust
 # intensity_weight. 3: check_threshold (a CHECK band below the reject limit). 4: position_offsets
 # and position_hw (per-position normalisation: a station that ignored them would score every
 # part on another scale than its limit's). Every older format still loads (absent fields keep
-# their old meaning).
-FORMAT_VERSION = 4
+# their old meaning). 5: discriminator (a station that ignored it would score on another scale).
+FORMAT_VERSION = 5
 
 
 def format_needed(m: Manifest) -> int:
     """The oldest format that holds what this manifest uses: a model without per-position
-    offsets stays readable by a format-3 station (a fleet is not updated in one day)."""
+    offsets or a discriminator stays readable by a format-3 station (a fleet is not updated in
+    one day)."""
+    if len(m.discriminator):
+        return 5
     return 4 if len(m.position_offsets) else 3
 
 
@@ -106,6 +109,9 @@ class Manifest:
     # order of the patches of a part of `position_hw` (h, w); empty = plain distances.
     position_offsets: list[float] = field(default_factory=list)
     position_hw: list[int] = field(default_factory=list)
+    # The linear discriminator (station.model.discriminator): feature_dim weights, then the
+    # bias; each patch's distance gains rows @ weights + bias. Empty = none.
+    discriminator: list[float] = field(default_factory=list)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

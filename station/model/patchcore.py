@@ -21,6 +21,7 @@ from station.model.artifact import (
     load_artifact,
 )
 from station.model.backbones import LoadedBackbone, load_backbone
+from station.model.discriminator import Discriminator, combined_offsets
 from station.model.extractor import FeatureExtractor
 from station.model.memory_bank import MemoryBank, Neighbours
 from station.model.preprocess import (
@@ -78,6 +79,7 @@ class PatchCore:
         self.neighbours = m.reweight_neighbors
         self.score_top = m.score_top
         self.position = position.Offsets.stored(m.position_offsets, m.position_hw)
+        self.discriminator = Discriminator.stored(m.discriminator, m.feature_dim)
 
     @property
     def threshold(self) -> float:
@@ -136,7 +138,9 @@ class PatchCore:
         t2 = time.perf_counter()
         valid = prepared.valid_patches()
         rows = np.ascontiguousarray(feats.transpose(0, 2, 3, 1)[valid])
-        off = self.offsets_for(image.shape[:2], len(rows))
+        off = combined_offsets(
+            self.discriminator, rows, self.offsets_for(image.shape[:2], len(rows))
+        )
         nn = self.bank.search_for_score(rows, self.score_top, off)
         score = image_score(self.bank, rows, nn, self.score_top, self.neighbours, off)
         dist = nn.distances[:, 0] if off is None else np.maximum(nn.distances[:, 0] - off, 0.0)
@@ -277,12 +281,14 @@ def score_features(
     top: float,
     b: int,
     offsets: position.Offsets | None = None,
+    disc: Discriminator | None = None,
 ) -> float:
     """A prepared part's image score, as PatchCore.predict makes it."""
     rows = valid_patch_features(feats, prepared)
     off = (
         None if offsets is None else offsets.for_part((prepared.height, prepared.width), len(rows))
     )
+    off = combined_offsets(disc, rows, off)
     return image_score(bank, rows, bank.search_for_score(rows, top, off), top, b, off)
 
 

@@ -23,9 +23,10 @@ import torch
 from station.config import ModelConfig
 from station.core.errors import ModelError, StationError
 from station.core.imageio import read_image
-from station.model import position
+from station.model import discriminator_fit, position
 from station.model.artifact import Manifest, creator, now_iso, write_artifact, write_derived
 from station.model.backbones import LoadedBackbone, load_backbone
+from station.model.discriminator import Discriminator, combined_offsets
 from station.model.extractor import FeatureExtractor
 from station.model.memory_bank import MemoryBank, hierarchical_coreset
 from station.model.patchcore import (
@@ -105,7 +106,7 @@ class FitCancelled(StationError):
 class FitProgress:
     """Where a fit is: its stage, that stage's count, and the whole fit's share done."""
 
-    stage: str  # "reading", "features", "coreset", "scoring", "writing"
+    stage: str  # "reading", "features", "coreset", "discriminator", "scoring", "writing"
     done: int
     total: int
     fraction: float  # of the whole fit, 0 .. 1
@@ -121,7 +122,14 @@ class FitProgress:
 
 # Share of a fit's time per stage, measured on the demo product and magnetic_tile (default
 # config); only the time left shown to a technician depends on them.
-_STAGES = {"reading": 0.05, "features": 0.45, "coreset": 0.30, "scoring": 0.15, "writing": 0.05}
+_STAGES = {
+    "reading": 0.05,
+    "features": 0.42,
+    "coreset": 0.28,
+    "discriminator": 0.05,
+    "scoring": 0.15,
+    "writing": 0.05,
+}
 _STAGE_START = {s: sum(list(_STAGES.values())[:i]) for i, s in enumerate(_STAGES)}
 
 
@@ -164,6 +172,8 @@ class FitReport:
     position_norm: str = ""
     # The exposure the model runs with and why (station.model.preprocess.choose_exposure).
     exposure: str = ""
+    # The discriminator: whether it is on, what it was trained on (station.model.discriminator).
+    discriminator: str = ""
 
 
 def split_calibration(
@@ -385,12 +395,18 @@ def fit(
             hw = (int(shape["min_hw"][0]), int(shape["min_hw"][1]))
             offsets, loo = position.measured(dists, hw)
             cal_loo = list(loo)
+        disc, disc_why = _discriminator(
+            rt, [images[int(i)] for i in bank_idx], per_image, [held[int(i)] for i in cal_idx],
+            cal_loo, memory, pre, cfg, step,
+        )  # fmt: skip
         cal_scores = []
         for j, i in enumerate(cal_idx):
             step("scoring", j, n_score)
             f, p = held[int(i)]
             cal_scores.append(
-                score_features(memory, f, p, cfg.score_top, cfg.reweight_neighbors, cal_loo[j])
+                score_features(
+                    memory, f, p, cfg.score_top, cfg.reweight_neighbors, cal_loo[j], disc
+                )
             )
         training: list[tuple[str, float]] = []
         if score_training:
@@ -400,8 +416,9 @@ def fit(
             for j, i in enumerate(bank_idx):
                 step("scoring", len(cal_idx) + j, n_score)
                 score = _leave_one_out(
-                    memory, per_image[j], owner, j, cfg.score_top, offsets if use_offsets else None
-                )
+                    memory, per_image[j], owner, j, cfg.score_top,
+                    combined_offsets(disc, per_image[j], offsets if use_offsets else None),
+                )  # fmt: skip
                 training.append((Path(images[i]).name, round(score, 6)))
         step("scoring", n_score, n_score)
         threshold = (
@@ -435,6 +452,7 @@ def fit(
             train_shape=shape,
             position_offsets=[round(float(x), 5) for x in offsets],
             position_hw=list(shape["min_hw"]) if use_offsets else [],
+            discriminator=[] if disc is None else disc.to_list(),
         )
         step("writing", 0, 1)  # the last moment a cancel leaves nothing behind
         write_artifact(out, manifest, bank, onnx_file, signer)
@@ -455,6 +473,7 @@ def fit(
         training_scores=tuple(training),
         position_norm=why,
         exposure=exposure_why,
+        discriminator=disc_why,
     )
 
 
@@ -542,12 +561,15 @@ def update_bank(
                 f"offsets kept from {m.version}: {len(fits)} held-back new parts of its size, "
                 f"{position.MIN_PARTS} needed to measure them again"
             )
+    # The base's discriminator is kept: the features are the same, and its scale was set on
+    # good parts' distances, which a denser bank lowers only a little.
+    disc = Discriminator.stored(m.discriminator, m.feature_dim)
     cal_scores = []
     for j, i in enumerate(cal_idx):
         step("scoring", j, len(cal_idx))
         f, p = held[int(i)]
         cal_scores.append(
-            score_features(memory, f, p, m.score_top, m.reweight_neighbors, per_part[int(i)])
+            score_features(memory, f, p, m.score_top, m.reweight_neighbors, per_part[int(i)], disc)
         )
     fit_seconds = time.perf_counter() - step.t0
     out = Path(out)
@@ -587,6 +609,47 @@ def update_bank(
         ),
         position_norm=why,
     )
+
+
+def _discriminator(
+    rt: Runtime,
+    bank_images: Sequence[Path],
+    bank_rows: Sequence[np.ndarray],
+    held: Sequence[tuple[np.ndarray, Prepared]],
+    held_offsets: Sequence[position.Offsets | None],
+    memory: MemoryBank,
+    pre: Preprocessing,
+    cfg: ModelConfig,
+    step: _Tracker,
+) -> tuple[Discriminator | None, str]:
+    """The fit's discriminator (None when off) and why, in words: trained on synthetic defects
+    in up to discriminator_fit.IMAGES bank images (a seeded choice), scaled on the held-back
+    good parts' patches."""
+    weight = cfg.discriminator_weight
+    if weight <= 0:
+        return None, "off (model.discriminator_weight = 0)"
+    if len(held) < 2:
+        return None, f"off: {len(held)} held-back good parts, 2 needed to scale it"
+    rng = np.random.default_rng(cfg.seed)
+    n = min(discriminator_fit.IMAGES, len(bank_images))
+    pick = np.sort(rng.choice(len(bank_images), n, replace=False))
+    trained = discriminator_fit.train(
+        rt, [bank_images[int(j)] for j in pick], [bank_rows[int(j)] for j in pick], pre,
+        cfg.seed, lambda done, total: step("discriminator", done, total),
+    )  # fmt: skip
+    rows, dists = [], []
+    for (f, p), off in zip(held, held_offsets, strict=True):
+        r = valid_patch_features(f, p)
+        d = patch_distances(memory, f, p)
+        shift = None if off is None else off.for_part((p.height, p.width), len(r))
+        rows.append(r)
+        dists.append(d if shift is None else d - shift)
+    disc = discriminator_fit.scaled(trained, rows, dists, weight)
+    why = (
+        f"on (weight {weight:g}): trained on {trained.images} good parts with a synthetic defect "
+        f"each ({trained.defect_patches} defect and {trained.good_patches} good patches)"
+    )
+    return disc, why
 
 
 def _fits(offsets: position.Offsets, feats: np.ndarray, prepared: Prepared) -> bool:

@@ -27,12 +27,14 @@ HOLDOUT = 0.3  # 12 of the fixture's 40 parts held back: enough for the means (p
 def fitted(
     demo_product: Path, demo_model_config: ModelConfig, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:
-    """The same parts fitted twice, with the normalisation chosen (auto) and without it."""
+    """The same parts fitted twice, with the normalisation chosen (auto) and without it; no
+    discriminator, whose scale is set on the (normalised or plain) distances, so that the two
+    differ only by the offsets."""
     root = tmp_path_factory.mktemp("position")
     images = training_images(demo_product)
     out = {}
     for mode in ("auto", "off"):
-        cfg = dataclasses.replace(demo_model_config, position_norm=mode)
+        cfg = dataclasses.replace(demo_model_config, position_norm=mode, discriminator_weight=0.0)
         report = fit(images, cfg, root / mode, progress=False, holdout=HOLDOUT, score_training=True)
         out[mode] = report.artifact
         (root / f"{mode}-scores.json").write_text(

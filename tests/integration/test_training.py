@@ -37,7 +37,7 @@ def test_progress_runs_through_every_stage_to_the_end(
     fractions = [p.fraction for p in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     stages = list(dict.fromkeys(p.stage for p in seen))
-    assert stages == ["reading", "features", "coreset", "scoring", "writing"]
+    assert stages == ["reading", "features", "coreset", "discriminator", "scoring", "writing"]
     assert any(p.eta_s is not None and p.eta_s >= 0 for p in seen)
     assert report.n_calibration == 8 and report.n_train == 32  # 20 % of 40 held back
     assert [name for name, _ in report.calibration] == sorted(n for n, _ in report.calibration)

@@ -79,9 +79,12 @@ def test_format_1_model_still_loads_with_its_old_meaning(artifact_copy: Path):
 
     f = artifact_copy / MANIFEST
     d = json.loads(f.read_text())
-    assert FORMAT_VERSION == 4 and d["format_version"] == (4 if d["position_offsets"] else 3)
+    needed = 5 if d["discriminator"] else 4 if d["position_offsets"] else 3
+    assert FORMAT_VERSION == 5 and d["format_version"] == needed
     d["format_version"] = 1
     for key in ("score_top", "intensity_weight", "check_threshold", "notes", "validation"):
+        d.pop(key)
+    for key in ("position_offsets", "position_hw", "discriminator"):
         d.pop(key)
     d.pop("train_shape")
     for key in ("scale", "exposure", "max_tiles"):
@@ -92,18 +95,22 @@ def test_format_1_model_still_loads_with_its_old_meaning(artifact_copy: Path):
     assert art.manifest.score_top == 0.0 and art.manifest.preprocessing.max_tiles == 0
     assert art.manifest.preprocessing.scale == 0.0
     assert art.manifest.check_threshold is None  # no CHECK band: OK / NOK as then
+    assert art.manifest.discriminator == [] and art.manifest.position_offsets == []
 
 
 def test_a_version_is_written_in_the_oldest_format_that_holds_its_fields(
     artifact_copy: Path, tmp_path: Path
 ):
-    """Per-position offsets need format 4, so an older station refuses such a version by name
-    instead of scoring without them; a version without them stays readable by a format-3 one,
-    and a version derived from a format-3 base that has them is written as 4."""
+    """Per-position offsets need format 4 and a discriminator 5, so an older station refuses
+    such a version by name instead of scoring without them; a version without them stays
+    readable by a format-3 one, and a version derived from a format-3 base that has them is
+    written as 4 (5)."""
     from station.model.artifact import write_derived
 
     base = load_artifact(artifact_copy)
-    plain = dataclasses.replace(base.manifest, threshold=1.0, position_offsets=[], position_hw=[])
+    plain = dataclasses.replace(
+        base.manifest, threshold=1.0, position_offsets=[], position_hw=[], discriminator=[]
+    )
     out = write_derived(tmp_path / "plain", plain, base, None)
     assert json.loads((out / MANIFEST).read_text())["format_version"] == 3
     normalised = dataclasses.replace(
@@ -112,6 +119,10 @@ def test_a_version_is_written_in_the_oldest_format_that_holds_its_fields(
     out = write_derived(tmp_path / "normalised", normalised, base, None)
     assert json.loads((out / MANIFEST).read_text())["format_version"] == 4
     assert load_artifact(out).manifest.position_offsets == [0.5] * 16
+    judged = dataclasses.replace(plain, format_version=3, discriminator=base.manifest.discriminator)
+    out = write_derived(tmp_path / "judged", judged, base, None)
+    assert json.loads((out / MANIFEST).read_text())["format_version"] == 5
+    assert load_artifact(out).manifest.discriminator == base.manifest.discriminator != []
 
 
 def test_missing_onnx_is_refused(artifact_copy: Path):
