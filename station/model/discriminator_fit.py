@@ -1,10 +1,11 @@
-"""Training the linear discriminator (station.model.discriminator) at fit, from good parts only.
+"""Training the discriminator (station.model.discriminator) at fit, from good parts only.
 
 Defect patches come from synthetic defects drawn into bank images (one per image, the kinds in
-turn), good patches from those images as they are: never a test image or its labels. A patch
-is a defect where the defect covers at least a quarter of it and good where it covers none; the
-ones in between are left out. The logistic regression runs on standardised features with a
-seeded generator, so that the same images, recipe and seed give the same weights.
+turn), good patches from those images and from the defect copies away from the defect: never a
+test image or its labels. A patch is a defect where the defect covers at least a quarter of it
+and good where it covers none; the ones in between are left out. The classifier trains on
+standardised features; its initial weights, the sample of good patches and the mini-batches
+all come from the seed, so that the same images, recipe and seed give the same weights.
 """
 
 from __future__ import annotations
