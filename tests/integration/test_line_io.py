@@ -577,7 +577,11 @@ def test_opcua_variable_pulses_equal_the_records(
     recorded = rows(tmp_path / "data")
     edges = sum(1 for (_, a), (_, b) in itertools.pairwise(writes) if b and not a)
     assert counters.failsafe == 0
-    assert edges == sum(rejected(r.verdict) for r in recorded) == counters.rejected > 0
+    # On a loaded machine the OPC UA client may still be connecting when the first part is
+    # judged: that pulse is missed and counted as missed (the gate alarms it), never lost
+    # unseen. Every other reject is one rising edge at the server.
+    assert edges + counters.missed == sum(rejected(r.verdict) for r in recorded)
+    assert sum(rejected(r.verdict) for r in recorded) == counters.rejected > counters.missed
     assert writes[-1][1] is False, writes[-4:]  # off at stop
     with pytest.raises(OutputError, match=r"ns=2;s=Nope cannot be read"):
         OpcUaVariable(OpcUaOutputConfig(url, "ns=2;s=Nope")).start()
