@@ -144,9 +144,10 @@ class ModelConfig:
     # training image has one size (a fixtured part: location means the same place on every
     # part) and enough parts are held back; "on" refuses sets of mixed sizes; "off".
     position_norm: str = "auto"
-    # A linear discriminator over the patch features, trained at fit on synthetic defects drawn
-    # into good parts (station.model.discriminator): each patch's distance gains this many of
-    # its standard deviations times the discriminator's centred, standardised logit. 0 = off.
+    # A small discriminator (64 hidden units) over the patch features, trained at fit on
+    # synthetic defects drawn into good parts (station.model.discriminator): each patch's
+    # distance gains this many standard deviations of the good parts' distances times its
+    # centred output. 0 = off.
     discriminator_weight: float = num(0.25, 0, 10)
     blur_sigma: float = num(4.0, 0, 64)  # Gaussian smoothing of the anomaly map, in input pixels
     runtime: str = "onnx"  # torch | onnx | tensorrt

@@ -390,6 +390,9 @@ def fit(
         use_offsets, why = position.choose(cfg.position_norm, shape, len(cal_idx))
         cal_loo: list[position.Offsets | None] = [None] * len(cal_idx)
         offsets = np.zeros(0, np.float32)
+        # The held-back parts' exact patch distances: per-position means and the
+        # discriminator's scale are both measured on them, so they are searched once.
+        dists: list[np.ndarray] | None = None
         if use_offsets:
             dists = [patch_distances(memory, *held[int(i)]) for i in cal_idx]
             hw = (int(shape["min_hw"][0]), int(shape["min_hw"][1]))
@@ -397,7 +400,7 @@ def fit(
             cal_loo = list(loo)
         disc, disc_why = _discriminator(
             rt, [images[int(i)] for i in bank_idx], per_image, [held[int(i)] for i in cal_idx],
-            cal_loo, memory, pre, cfg, step,
+            cal_loo, dists, memory, pre, cfg, step,
         )  # fmt: skip
         cal_scores = []
         for j, i in enumerate(cal_idx):
@@ -617,6 +620,7 @@ def _discriminator(
     bank_rows: Sequence[np.ndarray],
     held: Sequence[tuple[np.ndarray, Prepared]],
     held_offsets: Sequence[position.Offsets | None],
+    held_dists: Sequence[np.ndarray] | None,
     memory: MemoryBank,
     pre: Preprocessing,
     cfg: ModelConfig,
@@ -624,7 +628,7 @@ def _discriminator(
 ) -> tuple[Discriminator | None, str]:
     """The fit's discriminator (None when off) and why, in words: trained on synthetic defects
     in up to discriminator_fit.IMAGES bank images (a seeded choice), scaled on the held-back
-    good parts' patches."""
+    good parts' patches (`held_dists`: their exact patch distances when already searched)."""
     weight = cfg.discriminator_weight
     if weight <= 0:
         return None, "off (model.discriminator_weight = 0)"
@@ -638,9 +642,9 @@ def _discriminator(
         cfg.seed, lambda done, total: step("discriminator", done, total),
     )  # fmt: skip
     rows, dists = [], []
-    for (f, p), off in zip(held, held_offsets, strict=True):
+    for j, ((f, p), off) in enumerate(zip(held, held_offsets, strict=True)):
         r = valid_patch_features(f, p)
-        d = patch_distances(memory, f, p)
+        d = patch_distances(memory, f, p) if held_dists is None else held_dists[j]
         shift = None if off is None else off.for_part((p.height, p.width), len(r))
         rows.append(r)
         dists.append(d if shift is None else d - shift)
