@@ -54,6 +54,9 @@ def test_auto_never_reads_the_test_folder(demo_product: Path, tmp_path: Path) ->
     assert auto["n_judge"] >= 3 and auto["n_defects"] == 5 * auto["n_judge"]
     for c in auto["candidates"]:
         assert 0.0 <= c["fpr"] <= 1.0 and 0.5 <= c["auroc"] <= 1.0 and c["p95_ms"] > 0
+        # judged without the discriminator, which learns the judge's own synthetic defects
+        assert c["discriminator"].startswith("off"), c["discriminator"]
+    assert json.loads(summary.read_text())["discriminator"].startswith("on")
     chosen = next(c for c in auto["candidates"] if c["name"] == auto["chosen"])
     manifest = json.loads((out / "manifest.json").read_text())
     for key, value in chosen["changes"].items():  # the model is fitted with the chosen recipe
