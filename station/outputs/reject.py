@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 IDLE_TICK_S = 0.2  # longest the gate's threads sleep before looking at stop again
 RETRY_OUTPUT_S = 2.0  # an output that cannot start is tried again this often
+# RejectGate.start waits at most this long for the output's first connection attempt, so that
+# the line's first parts do not fall due while the driver is still connecting.
+OUTPUT_START_WAIT_S = 3.0
 DRAIN_MARGIN_S = 1.0  # at a stop, pulses are driven until the last ends, plus this much
 KEEP_DECIDED_S = 120.0  # a decided part is remembered this long, to know its result as late
 
@@ -142,10 +145,22 @@ class RejectGate(Worker):
         """`callback` with every decision, on the gate's thread (it must return quickly)."""
         self._listeners.append(callback)
 
-    def start(self) -> None:
-        """Start the gate's and the output's threads."""
+    def start(self, wait_s: float = OUTPUT_START_WAIT_S) -> None:
+        """Start the gate's and the output's threads, then wait up to `wait_s` for the output's
+        first try to connect to its device (it ends at once when the device is refused).
+
+        Without the wait the line judged its first part while an OPC UA client was still
+        connecting (a loaded CI machine): that part's pulse fell due with the output down and
+        was a missed reject. Bounded, because an output that does not answer is an alarm, not
+        a station that does not start; it keeps trying in its own thread."""
         super().start()
         self.output.start()
+        if not self.output.tried.wait(wait_s):
+            log.warning(
+                "reject output %s still connecting after %.1f s: the line starts; parts due "
+                "before it is up are missed rejects (counted and alarmed)",
+                self.driver.name, wait_s,
+            )  # fmt: skip
 
     def stop(self) -> None:
         """Stop taking parts: every part still waiting for its result is rejected now (the line
@@ -415,7 +430,13 @@ class _Output(Worker):
         self.errors = 0
         self.missed = 0  # reject pulses that could not be driven (output down, stop)
         self.problem = ""  # why the output does not work now ("" when it does)
+        self.tried = threading.Event()  # the driver's first start has succeeded or failed
         self.on_times: list[float] = []  # when each "on" write returned (monotonic)
+
+    @property
+    def up(self) -> bool:
+        """Whether the driver is started now (the device connected and switched off)."""
+        return self._started
 
     def pulse(self, start: float, end: float, part: int = 0) -> None:
         """Drive the output on from `start` to `end` (for the gate's part `part`)."""
@@ -515,6 +536,8 @@ class _Output(Worker):
             self._next_try = time.monotonic() + RETRY_OUTPUT_S
             self._report(str(exc), f"reject output {self.driver.name} not working: {exc}")
             return
+        finally:
+            self.tried.set()
         self._started, self._on = True, False
         if self.problem:
             self._report("", f"reject output {self.driver.name} works again")
@@ -540,6 +563,7 @@ class _Output(Worker):
     def teardown(self) -> None:
         """Drive the pulses still due until the last has ended (the parts in flight reach the
         gate), then the output off and closed; a pulse cut off is a missed reject."""
+        self.tried.set()  # a thread that ends before its first try keeps no one waiting
         end = time.monotonic() + self.gate.drain_s
         while self._pulses and time.monotonic() < end:
             if self._started:

@@ -790,6 +790,63 @@ def test_reject_pulses_while_the_output_is_down_are_counted_as_missed(
     assert all(e.message.startswith(f"part {e.data['part']} not rejected") for e in missed)
 
 
+def test_the_gate_starts_with_its_output_connected() -> None:
+    """start() returns once the output's first connection attempt is over, so the line's first
+    part cannot fall due while the driver is still connecting: against a real Modbus server the
+    output is up when start() returns and a reject at once is driven, not missed."""
+    sim = PlcSim().start()
+    try:
+        cfg = coil_reject(sim.port, deadline_s=0.05, pulse_s=0.05)
+        gate = RejectGate(cfg, ModbusCoil(cfg.modbus), paced=True)
+        gate.start()
+        try:
+            assert gate.output.up and not gate.output.problem
+            gate.trigger()  # no camera: rejected fail-safe at the deadline, its pulse driven
+            wait_until(lambda: len(sim.rising_edges(0)) == 1, 5, "the reject pulse")
+            wait_until(lambda: gate.counters().pulses == 1, 5, "the pulse counted")
+            assert gate.counters().missed == 0
+        finally:
+            gate.stop()
+            assert gate.join(5)
+    finally:
+        sim.stop()
+
+
+class HangingDriver:
+    """An output whose connect does not return until released: a fake, because a device that
+    accepts the connection and then never answers cannot be made to order on 127.0.0.1."""
+
+    name = "hanging output"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def start(self) -> None:
+        self.release.wait(10)
+
+    def set(self, on: bool) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_gate_waits_for_its_output_no_longer_than_the_bound() -> None:
+    """An output that does not answer does not hold the station's start: start() returns after
+    its bound with the output still trying (its thread carries on and connects later)."""
+    driver = HangingDriver()
+    gate = RejectGate(RejectConfig(deadline_s=0.05, pulse_s=0.05), driver, paced=True)
+    gate.start(wait_s=0.2)
+    try:
+        assert not gate.output.tried.is_set() and not gate.output.up
+        driver.release.set()
+        assert gate.output.tried.wait(5)
+        wait_until(lambda: gate.output.up, 5, "the output up")
+    finally:
+        gate.stop()
+        assert gate.join(5)
+
+
 class BrokenDriver:
     """An output whose write raises something other than OutputError (a driver bug, a library
     raising its own error): a fake, because a real driver wraps the faults it knows."""
