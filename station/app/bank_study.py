@@ -13,7 +13,9 @@ refit at 0.01; the mean over seeds and the per-seed spread of the full fit can.
 The images are featurised once and every bank is built from those features with the fit's and
 the update's own bank functions, so variants compare in one run on one machine. Scoring uses the
 station's search (HNSW with the exact second look above 5,000 rows: the image scores are the
-exact search's).
+exact search's). They are the bank's alone: without per-position offsets and without the
+discriminator, which update-bank keeps from the base model unchanged, so the two variants differ
+only in their banks, the question this study asks.
 """
 
 from __future__ import annotations
