@@ -535,10 +535,10 @@ class _Output(Worker):
         except Exception as exc:  # OutputError, or a CameraError while the camera is away
             self._next_try = time.monotonic() + RETRY_OUTPUT_S
             self._report(str(exc), f"reject output {self.driver.name} not working: {exc}")
-            return
-        finally:
             self.tried.set()
+            return
         self._started, self._on = True, False
+        self.tried.set()  # after _started: whoever waits on it sees the output up
         if self.problem:
             self._report("", f"reject output {self.driver.name} works again")
         log.info("reject output: %s", self.driver.name)
