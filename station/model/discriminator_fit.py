@@ -14,14 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from station.core.imageio import read_image
 from station.model.discriminator import Discriminator
 from station.model.patchcore import valid_patch_features
-from station.model.preprocess import STRIDE, Prepared, Preprocessing, prepare
+from station.model.preprocess import Preprocessing, patch_cover, prepare
 from station.model.synthetic import KINDS, inject
 from station.runtime.base import Runtime
 
@@ -46,22 +45,6 @@ class TrainedDiscriminator:
     images: int
     defect_patches: int
     good_patches: int
-
-
-def patch_cover(mask: np.ndarray, prepared: Prepared) -> np.ndarray:
-    """The share of each valid patch that `mask` (the image's size, 1 = defect) covers, in the
-    order of the patches' rows (valid_patch_features)."""
-    size = prepared.batch.shape[-1]
-    g = size // STRIDE
-    out = np.zeros((len(prepared.tiles), g, g), np.float32)
-    for i, t in enumerate(prepared.tiles):
-        crop = mask[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w].astype(np.float32)
-        canvas = np.zeros((size, size), np.float32)
-        canvas[: t.valid_h, : t.valid_w] = cv2.resize(
-            crop, (t.valid_w, t.valid_h), interpolation=cv2.INTER_AREA
-        )
-        out[i] = cv2.resize(canvas, (g, g), interpolation=cv2.INTER_AREA)
-    return out[prepared.valid_patches()]
 
 
 def train(

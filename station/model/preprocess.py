@@ -326,3 +326,20 @@ def assemble_map(patch_scores: np.ndarray, prepared: Prepared, blur_sigma: float
         region = out[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w]
         np.maximum(region, back, out=region)
     return out
+
+
+def patch_cover(mask: np.ndarray, prepared: Prepared) -> np.ndarray:
+    """The share of each valid patch that `mask` (the image's size, 1 = defect) covers, in the
+    order of the patches' rows (valid_patch_features): assemble_map's mapping the other way,
+    from the image to the patches (the discriminator's training labels)."""
+    size = prepared.batch.shape[-1]
+    g = size // STRIDE
+    out = np.zeros((len(prepared.tiles), g, g), np.float32)
+    for i, t in enumerate(prepared.tiles):
+        crop = mask[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w].astype(np.float32)
+        canvas = np.zeros((size, size), np.float32)
+        canvas[: t.valid_h, : t.valid_w] = cv2.resize(
+            crop, (t.valid_w, t.valid_h), interpolation=cv2.INTER_AREA
+        )
+        out[i] = cv2.resize(canvas, (g, g), interpolation=cv2.INTER_AREA)
+    return out[prepared.valid_patches()]

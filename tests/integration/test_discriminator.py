@@ -19,7 +19,7 @@ from station.model import discriminator_fit
 from station.model.artifact import ModelArtifact, format_needed, load_artifact
 from station.model.discriminator import Discriminator, combined_offsets
 from station.model.patchcore import PatchCore, training_images, valid_patch_features
-from station.model.preprocess import prepare
+from station.model.preprocess import patch_cover, prepare
 from station.model.synthetic import KINDS, inject
 from station.model.training import fit, split_calibration
 from station.runtime.onnx_runtime import OnnxRuntime
@@ -93,7 +93,7 @@ def test_it_tells_synthetic_defect_patches_from_good_ones_on_parts_it_never_saw(
         for j, path in enumerate(images[20:30]):
             d = inject(read_image(path), KINDS[j % len(KINDS)], 500 + j)
             p = prepare(d.image, pre)
-            cover = discriminator_fit.patch_cover(d.mask, p)
+            cover = patch_cover(d.mask, p)
             keep = (cover >= discriminator_fit.COVER) | (cover == 0)
             logits.append(disc.shift(valid_patch_features(rt.features(p.batch), p))[keep])
             labels.append(cover[keep] >= discriminator_fit.COVER)
