@@ -812,39 +812,25 @@ def test_the_gate_starts_with_its_output_connected() -> None:
         sim.stop()
 
 
-class HangingDriver:
-    """An output whose connect does not return until released: a fake, because a device that
-    accepts the connection and then never answers cannot be made to order on 127.0.0.1."""
-
-    name = "hanging output"
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-
-    def start(self) -> None:
-        self.release.wait(10)
-
-    def set(self, on: bool) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def test_the_gate_waits_for_its_output_no_longer_than_the_bound() -> None:
-    """An output that does not answer does not hold the station's start: start() returns after
-    its bound with the output still trying (its thread carries on and connects later)."""
-    driver = HangingDriver()
-    gate = RejectGate(RejectConfig(deadline_s=0.05, pulse_s=0.05), driver, paced=True)
-    gate.start(wait_s=0.2)
-    try:
-        assert not gate.output.tried.is_set() and not gate.output.up
-        driver.release.set()
-        assert gate.output.tried.wait(5)
-        wait_until(lambda: gate.output.up, 5, "the output up")
-    finally:
-        gate.stop()
-        assert gate.join(5)
+    """A device that takes the connection and never answers (a listening socket on 127.0.0.1
+    that reads nothing) does not hold the station's start: start() returns after its bound with
+    the output still trying; the first try then fails at the driver's own timeout, naming it."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        coil = ModbusCoilConfig(host="127.0.0.1", port=port, timeout_s=2.0)
+        cfg = RejectConfig(output="modbus", deadline_s=0.05, pulse_s=0.05, modbus=coil)
+        gate = RejectGate(cfg, ModbusCoil(coil), paced=True)
+        gate.start(wait_s=0.2)
+        try:
+            assert not gate.output.tried.is_set() and not gate.output.up
+            assert gate.output.tried.wait(10)
+            assert not gate.output.up and f"127.0.0.1:{port}" in gate.output.problem
+        finally:
+            gate.stop()
+            assert gate.join(5)
 
 
 class BrokenDriver:
